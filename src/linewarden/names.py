@@ -36,7 +36,8 @@ _SAFE_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 # RFC 9110 §5.6.2 tchar: anything else in a field name is not a valid token.
 TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
-_DROP = bytes(c for c in range(256) if not (48 <= c <= 57 or 97 <= c <= 122))
+# translate() deletes before it maps, so upper-case letters must survive the delete step.
+_DROP = bytes(c for c in range(256) if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122))
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 
 
