@@ -93,10 +93,13 @@ class Partner:
         expires_at = self.expires_at
         return expires_at is None or now < expires_at
 
-    def covers(self, port: int, path: str) -> bool:
+    def covers(self, port: int, path: str | None) -> bool:
+        """`path` is None when it is ambiguous: path-scoped partners then never match."""
         if self.ports and port not in self.ports:
             return False
-        return not self.paths or any(path_within(path, prefix) for prefix in self.paths)
+        if not self.paths:
+            return True
+        return path is not None and any(path_within(path, prefix) for prefix in self.paths)
 
 
 def path_within(path: str, prefix: str) -> bool:
@@ -172,7 +175,7 @@ class HostMatcher:
             rest = rest[dot + 1 :]
             found.extend(self._wildcards.get(rest, ()))
 
-    def match(self, host: str, port: int, path: str, now: float) -> Partner | None:
+    def match(self, host: str, port: int, path: str | None, now: float) -> Partner | None:
         for partner in self.candidates(host):
             if partner.active(now) and partner.covers(port, path):
                 return partner

@@ -1,0 +1,342 @@
+"""The decision core: one request head in, one `Decision` out. No I/O.
+
+Read top to bottom, a request goes: check framing → find the destination → strip forged
+identity and hop-by-hop fields → match the partner → render its claims → describe the
+disclosure record. The data plane then records (or withholds) and forwards. Everything the
+core needs arrives as arguments — the binding, the rules, the kill-switch state and the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httptools
+
+from .bindings import Binding
+from .claims import Secrets, render, subscriber_key
+from .http import HOP_BY_HOP, connection_tokens
+from .names import IdentityNames, has_alias_chars
+from .policy import Partner, Policy, normalise_host
+
+# The token this gateway adds to Via (RFC 9110 §7.6.3); seeing it on input means a loop.
+VIA_TOKEN = b"linewarden"
+VIA_VALUE = b"1.1 " + VIA_TOKEN
+
+DEFAULT_CONNECT_PORTS = frozenset({443})  # like Squid's SSL_ports: CONNECT is for TLS
+
+Header = tuple[bytes, bytes]
+Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator settings the core obeys; fixed at start-up, shared by every policy."""
+
+    secrets: Secrets
+    reject_alias_headers: bool = False  # 400 instead of silently dropping `X_MSISDN`
+    extra_identity_names: tuple[str, ...] = ()
+    extra_identity_suffixes: tuple[str, ...] = ()
+    connect_ports: frozenset[int] = DEFAULT_CONNECT_PORTS
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A policy compiled with the settings. The data plane swaps one reference on reload,
+    so a request sees the whole old rules or the whole new ones, never a mix."""
+
+    policy: Policy
+    settings: Settings
+    names: IdentityNames = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = self.policy.identity_names(self.settings.extra_identity_names,
+                                           self.settings.extra_identity_suffixes)
+        object.__setattr__(self, "names", names)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: str  # "1.1" or "1.0", as the parser reported it
+    headers: Sequence[Header]
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRecord:
+    """What the ledger keeps: never a claim value, never the number."""
+
+    time: float
+    partner_id: str
+    purpose: str
+    host: str
+    claims: tuple[str, ...]
+    policy_version: str
+    subscriber_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str  # normalised: lower case, no trailing dot, IPv6 in brackets
+    port: int
+    mode: Literal["forward", "transparent", "connect"]
+
+
+@dataclass(slots=True)
+class Decision:
+    status: int = 0  # 0: forward; otherwise answer with this status and close
+    reason: str = ""
+    destination: Destination | None = None
+    target: bytes = b""  # origin-form target for the upstream request line
+    headers: list[Header] = field(default_factory=list)  # to forward, without identity
+    identity: list[Header] = field(default_factory=list)  # only after the record is kept
+    record: DisclosureRecord | None = None
+    partner: Partner | None = None
+    withheld: Withheld | None = None
+    stripped: dict[str, int] = field(default_factory=dict)  # reason -> count, for metrics
+    body: Literal["none", "length", "chunked"] = "none"
+    upgrade: bool = False
+
+    @property
+    def forwarded(self) -> bool:
+        return self.status == 0
+
+
+def reject(status: int, reason: str, stripped: dict[str, int] | None = None) -> Decision:
+    return Decision(status=status, reason=reason, stripped=stripped or {})
+
+
+def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
+           switch_tripped: bool, now: float) -> Decision:
+    fields = _Fields.collect(head.headers)
+    problem = _framing_problem(head, fields)
+    if problem:
+        return reject(400, problem)
+    if any(VIA_TOKEN in v for v in fields.via):
+        return reject(508, "request has already passed through this gateway (loop)")
+
+    if head.method == b"CONNECT":
+        return _connect(head, rules.settings)
+    where = _destination(head, fields)
+    if isinstance(where, Decision):
+        return where
+    destination, target, host_value, path = where
+
+    stripped: dict[str, int] = {}
+    headers = _strip(head.headers, fields, rules, stripped)
+    if headers is None:
+        return reject(400, "header name with '_', '.' or other alias characters refused "
+                      "(identity headers cannot be spelled that way)", stripped)
+    decision = Decision(destination=destination, target=target, stripped=stripped)
+    decision.headers = [(b"Host", host_value), *headers]
+    decision.body = _framing(fields, decision.headers)
+    if fields.upgrade and b"upgrade" in fields.connection:
+        decision.upgrade = True
+        decision.headers += [(b"Connection", b"upgrade"),
+                             *((b"Upgrade", v) for v in fields.upgrade)]
+    decision.headers.append((b"Via", b", ".join([*fields.via, VIA_VALUE])))
+
+    partner = rules.policy.matcher.match(destination.host, destination.port, path, now)
+    if partner is not None:
+        _enrich(decision, partner, binding, rules, switch_tripped, now)
+    return decision
+
+
+# ---------------------------------------------------------------- framing and destination
+
+@dataclass(slots=True)
+class _Fields:
+    """The few fields the core must see before it decides anything."""
+
+    host: list[bytes] = field(default_factory=list)
+    content_length: list[bytes] = field(default_factory=list)
+    transfer_encoding: list[bytes] = field(default_factory=list)
+    connection: set[bytes] = field(default_factory=set)
+    upgrade: list[bytes] = field(default_factory=list)
+    via: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def collect(cls, headers: Sequence[Header]) -> _Fields:
+        f = cls()
+        connection: list[bytes] = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"host":
+                f.host.append(value)
+            elif lname == b"content-length":
+                f.content_length.append(value)
+            elif lname == b"transfer-encoding":
+                f.transfer_encoding.append(value)
+            elif lname in (b"connection", b"proxy-connection"):
+                connection.append(value)
+            elif lname == b"upgrade":
+                f.upgrade.append(value)
+            elif lname == b"via":
+                f.via.append(value)
+        f.connection = connection_tokens(connection)
+        return f
+
+
+def _framing_problem(head: RequestHead, f: _Fields) -> str | None:
+    """RFC 9112 §6.3: any doubt about where the body ends is a smuggling risk: refuse."""
+    if head.version not in ("1.1", "1.0"):
+        return "only HTTP/1.0 and HTTP/1.1 are supported"
+    if f.transfer_encoding:
+        if head.version == "1.0":
+            return "Transfer-Encoding is not allowed in HTTP/1.0"
+        if f.content_length:
+            return "both Content-Length and Transfer-Encoding present"
+        if len(f.transfer_encoding) != 1 or f.transfer_encoding[0].strip().lower() != b"chunked":
+            return "only 'Transfer-Encoding: chunked' is accepted"
+    if len(f.content_length) > 1:
+        return "more than one Content-Length"
+    if f.content_length and not f.content_length[0].strip().isdigit():
+        return "Content-Length is not a number"
+    if len(f.host) > 1:
+        return "more than one Host header"
+    if not f.host and head.version == "1.1":
+        return "HTTP/1.1 request without Host"
+    return None
+
+
+def _framing(f: _Fields, out: list[Header]) -> Literal["none", "length", "chunked"]:
+    if f.transfer_encoding:
+        out.append((b"Transfer-Encoding", b"chunked"))
+        return "chunked"
+    if f.content_length:
+        length = f.content_length[0].strip().lstrip(b"0") or b"0"
+        out.append((b"Content-Length", length))
+        return "none" if length == b"0" else "length"
+    return "none"
+
+
+def _destination(head: RequestHead, f: _Fields
+                 ) -> Decision | tuple[Destination, bytes, bytes, str | None]:
+    """Absolute-form: the URI decides (RFC 9112 §3.2.2); origin-form: the Host header."""
+    target = head.target
+    if target.startswith(b"/") or target == b"*":
+        mode: Literal["forward", "transparent"] = "transparent"
+        authority = f.host[0] if f.host else b""
+        try:
+            url = httptools.parse_url(b"http://" + authority + b"/")
+        except httptools.HttpParserInvalidURLError:
+            return reject(400, "invalid Host header")
+        if url.userinfo is not None or url.path != b"/":
+            return reject(400, "invalid Host header")
+        origin_target, raw_path = target, target.split(b"?", 1)[0]
+    else:
+        mode = "forward"
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            return reject(400, "invalid request target")
+        if url.schema is None or url.schema.lower() != b"http":
+            return reject(400, "only http:// URIs can be proxied; use CONNECT for https")
+        if url.userinfo is not None:
+            # RFC 9110 §4.2.4: userinfo in an http URI is deprecated and a phishing tool.
+            return reject(400, "userinfo ('user@') in the request URI is refused")
+        raw_path = url.path or b"/"
+        origin_target = raw_path + (b"?" + url.query if url.query is not None else b"")
+    host = normalise_host((url.host or b"").decode("latin-1"))
+    if host is None:
+        return reject(400, "invalid host name")
+    port = url.port or 80
+    host_value = host.encode() if port == 80 else f"{host}:{port}".encode()
+    path = _matchable_path(raw_path)
+    return Destination(host, port, mode), origin_target, host_value, path
+
+
+def _matchable_path(raw: bytes) -> str | None:
+    """The path for partner `paths` matching, or None if it could mean something else
+    to the origin (dot segments, encoded '/', '.' or '%'): then path-scoped partners fail
+    closed rather than guess how the origin normalises."""
+    if b"%" in raw or b"\\" in raw or b"//" in raw or not raw.isascii():
+        return None
+    if any(seg in (b".", b"..") for seg in raw.split(b"/")):
+        return None
+    return raw.decode("ascii")
+
+
+def _connect(head: RequestHead, settings: Settings) -> Decision:
+    """CONNECT host:port: a blind tunnel. No enrichment is possible or attempted."""
+    target = head.target
+    host_part, sep, port_part = target.rpartition(b":")
+    if not sep or not port_part.isdigit() or not 0 < int(port_part) < 65536:
+        return reject(400, "CONNECT target must be host:port")
+    host = normalise_host(host_part.decode("latin-1"))
+    if host is None:
+        return reject(400, "invalid host name in CONNECT target")
+    port = int(port_part)
+    if port not in settings.connect_ports:
+        return reject(403, f"CONNECT to port {port} is not allowed")
+    return Decision(destination=Destination(host, port, "connect"), target=target)
+
+
+# ---------------------------------------------------------------- strip
+
+_REBUILT = frozenset({b"host", b"content-length", b"via"})
+
+
+def _strip(headers: Sequence[Header], f: _Fields, rules: Rules,
+           stripped: dict[str, int]) -> list[Header] | None:
+    """One pass: drop hop-by-hop, forged identity and alias-spelled names.
+
+    Returns None when the operator chose to reject alias spellings outright."""
+    names = rules.names
+    out: list[Header] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in _REBUILT or lname in f.connection:
+            continue
+        if has_alias_chars(name):
+            if rules.settings.reject_alias_headers:
+                stripped["alias"] = stripped.get("alias", 0) + 1
+                return None
+            reason = "identity" if names.is_identity(name) else "alias"
+            stripped[reason] = stripped.get(reason, 0) + 1
+            continue
+        if names.is_identity(name):
+            stripped["identity"] = stripped.get("identity", 0) + 1
+            continue
+        out.append((name, value))
+    return out
+
+
+# ---------------------------------------------------------------- enrich
+
+def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules: Rules,
+            switch_tripped: bool, now: float) -> None:
+    """Fail closed: any doubt about who the subscriber is, or whether we may disclose,
+    leaves the request without identity (PRODUCT.md invariant 1)."""
+    decision.partner = partner
+    if switch_tripped:
+        decision.withheld = "killswitch"
+        return
+    if binding is None:
+        decision.withheld = "no_binding"
+        return
+    if not binding.live(now):
+        decision.withheld = "stale_binding"
+        return
+    secrets = rules.settings.secrets
+    identity: list[Header] = []
+    claims: list[str] = []
+    for spec in partner.claims:
+        value = render(spec, partner, binding, secrets)
+        if value is not None:
+            identity.append((spec.header.encode("ascii"), value.encode("ascii")))
+            if spec.claim not in claims:
+                claims.append(spec.claim)
+    if not identity:
+        decision.withheld = "no_claims"
+        return
+    decision.identity = identity
+    assert decision.destination is not None
+    decision.record = DisclosureRecord(
+        time=now, partner_id=partner.id, purpose=partner.purpose,
+        host=decision.destination.host, claims=tuple(claims),
+        policy_version=rules.policy.version,
+        subscriber_key=subscriber_key(secrets.ledger_key, binding.msisdn),
+    )
