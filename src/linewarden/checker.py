@@ -51,8 +51,7 @@ MAX_SCANNED_VALUE_CHARS = 16 * 1024
 # plus 001 (test networks: lab SIMs and open-source cores use 001-01), 901 (international
 # networks: satellite and roaming IoT SIMs) and 999 (private LTE/5G networks). An IMSI is
 # MCC (3 digits) + MNC (2-3) + MSIN, 15 digits in all (3GPP TS 23.003 §2.2).
-MOBILE_COUNTRY_CODES: frozenset[str] = frozenset(
-    """
+_MCC_TABLE = """
     001
     202 204 206 208 212 213 214 216 218 219 220 221 222 225 226 228 230 231 232 234 235
     238 240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280
@@ -69,8 +68,8 @@ MOBILE_COUNTRY_CODES: frozenset[str] = frozenset(
     645 646 647 648 649 650 651 652 653 654 655 657 658 659
     702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 740 742 744 746 748 750
     901 999
-    """.split()
-)
+"""
+MOBILE_COUNTRY_CODES: frozenset[str] = frozenset(_MCC_TABLE.split())
 
 # Headers whose values are hop addresses. An internal address there is the handset's address
 # inside the operator's network (or the operator's own kit): the operator's RADIUS records map it
@@ -106,11 +105,13 @@ _KIND_BY_NAME_SUFFIX: tuple[tuple[str, FindingKind], ...] = (
 
 # A run of digits standing alone: not glued to letters (hex IDs), and not part of a dotted
 # number (IP addresses, versions, decimals). An optional `+` or `00` international prefix.
-_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])(?<![0-9]\.)(\+|00)?([0-9]{9,15})(?![0-9A-Za-z])(?!\.[0-9])")
-_FIFTEEN_DIGITS = re.compile(r"(?<![0-9A-Za-z])(?<![0-9]\.)([0-9]{15})(?![0-9A-Za-z])(?!\.[0-9])")
+_ALONE_BEFORE = r"(?<![0-9A-Za-z])(?<![0-9]\.)"
+_ALONE_AFTER = r"(?![0-9A-Za-z])(?!\.[0-9])"
+_DIGIT_RUN = re.compile(_ALONE_BEFORE + r"(\+|00)?([0-9]{9,15})" + _ALONE_AFTER)
+_FIFTEEN_DIGITS = re.compile(_ALONE_BEFORE + r"([0-9]{15})" + _ALONE_AFTER)
 # Some gateways hex-encode the MSISDN's ASCII digits (e.g. user-identity-forward-msisdn:
 # 343437343030393030313233 is "447400900123"): only ASCII digits 0x30-0x39, 8-15 of them.
-_HEX_DIGITS = re.compile(r"(?:3[0-9]){8,15}")
+_HEX_DIGITS = re.compile(r"(?<![0-9A-Fa-f])(?:3[0-9]){8,15}(?![0-9A-Fa-f])")
 # Tokens in forwarding headers that might be addresses: IPv4, bracketed or bare IPv6.
 _ADDRESS_TOKEN = re.compile(r"\[([0-9A-Fa-f:.]+)\]|([0-9A-Fa-f:.]*[:.][0-9A-Fa-f:.]*)")
 
@@ -124,9 +125,16 @@ _MESSAGES: dict[FindingKind, str] = {
     "({value}); sites can use it to follow you even after you clear cookies",
     "internal_address": "This site can see your connection's internal network address {value}, "
     "which your mobile network can link to you",
-    "identity_header": "This site received a header that mobile networks use to pass on who "
-    "you are: {value}",
+    "identity_header": "This site received {header}, a header mobile networks use to pass on "
+    "who you are: {value}",
 }
+
+# An identity name with an empty value reveals nothing itself, but its presence means something
+# on the path adds (or failed to strip) identity headers.
+_EMPTY_IDENTITY_MESSAGE = (
+    "This site received {header}, a header mobile networks use to pass on who you are "
+    "(empty this time)"
+)
 
 # Words for the verdict ("this site can see your phone number and IMEI").
 _NOUNS: dict[FindingKind, str] = {
@@ -146,7 +154,7 @@ class Finding:
     kind: FindingKind
     header: str  # the header name as received
     index: int  # position of the header in the request (0-based)
-    value: str  # what was detected, formatted for people (e.g. "+44 7400 900123")
+    value: str  # what was detected, formatted for people (e.g. "+44 7400 900123"); may be ""
     message: str
 
     def to_json(self) -> dict[str, Any]:
@@ -201,7 +209,8 @@ class CheckReport:
                 "No identity revealed: none of the headers this site received carries your "
                 "phone number or another identifier."
             )
-        return f"Identity revealed: this site can see your {_join(_NOUNS[k] for k in self.revealed)}."
+        nouns = _join(_NOUNS[kind] for kind in self.revealed)
+        return f"Identity revealed: this site can see your {nouns}."
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document served at /api/check (schema in docs/checker.md)."""
@@ -240,7 +249,9 @@ def analyse(
         finding = None
         if found is not None:
             kind, shown = found
-            finding = Finding(kind, name, index, shown, _MESSAGES[kind].format(value=shown))
+            template = _MESSAGES[kind] if shown else _EMPTY_IDENTITY_MESSAGE
+            message = template.format(header=name, value=shown)
+            finding = Finding(kind, name, index, shown, message)
         lines.append(HeaderLine(name, value, finding))
     return CheckReport(tuple(lines))
 
@@ -252,10 +263,12 @@ def _classify(
     norm = normalise(name)
     identity_name = names.is_identity(name)
     scanned = value[:MAX_SCANNED_VALUE_CHARS]
+    if identity_name and not value.strip():
+        return "identity_header", ""
     if identity_name:
         for suffix, kind in _KIND_BY_NAME_SUFFIX:
             if norm.endswith(suffix):
-                return kind, value.strip() or f"{name} (empty)"
+                return kind, value.strip()
     detected = _identifier_in(scanned, regions, strict=not identity_name)
     if detected is not None:
         return detected
@@ -264,7 +277,7 @@ def _classify(
         if address is not None:
             return "internal_address", address
     if identity_name:
-        return "identity_header", f"{name}: {value.strip()}" if value.strip() else name
+        return "identity_header", value.strip()
     return None
 
 
