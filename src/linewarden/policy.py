@@ -31,7 +31,7 @@ MSISDN_FORMATS = ("e164", "+e164")
 # the main config file as well as a partners-only file.
 CONFIG_SECTIONS = frozenset(
     {"proxy", "radius", "bindings", "ledger", "store", "web", "canary", "identity", "strip",
-     "policy", "signing", "instance"}
+     "policy", "signing", "state_dir"}
 )
 
 _PSL = PublicSuffixList()

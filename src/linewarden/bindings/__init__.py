@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+import phonenumbers
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -28,3 +30,14 @@ class BindingStore(Protocol):
     def put(self, binding: Binding) -> None: ...
     def delete(self, ip: str) -> bool: ...
     def count(self) -> int: ...
+
+
+def is_possible_msisdn(value: str) -> bool:
+    """E.164 digits, with or without '+', that phonenumbers deems a possible number."""
+    digits = value.removeprefix("+")
+    if not digits.isdigit() or not 7 <= len(digits) <= 15:
+        return False
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse("+" + digits)))
+    except phonenumbers.NumberParseException:
+        return False

@@ -1,0 +1,255 @@
+"""linewarden.toml -> typed `Config`, validated once at the edge.
+
+Every error names the file, the line and the fix. With no file, the embedded demo config
+(`demo.toml` in the package) runs everything in memory with a SQLite ledger under
+`./.linewarden/`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets as _random
+import socket
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .bindings import Binding, is_possible_msisdn
+from .claims import Secrets
+from .decide import DEFAULT_CONNECT_PORTS, Settings
+from .policy import Policy, compile_policy, load_policy
+from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
+
+DEFAULT_CONFIG = "linewarden.toml"
+DEMO_NAME = "<embedded demo config>"
+
+
+def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"'{value}' is not host:port")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProxySection(_Section):
+    listen: str = "127.0.0.1:3128"
+    instance_id: str = Field(default_factory=socket.gethostname)
+    connect_ports: list[int] = sorted(DEFAULT_CONNECT_PORTS)
+    reject_alias_headers: bool = False
+    resolve: dict[str, str] = {}
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # Upstream may think this long before the first response byte (nginx's proxy_read_timeout).
+    read_timeout: float = Field(default=60.0, gt=0)
+    # Slowloris: a request head must arrive whole within this (Apache mod_reqtimeout: 20 s).
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Keep-alive idle limit with clients (nginx keepalive_timeout: 75 s).
+    idle_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v)
+        return v
+
+    @field_validator("resolve")
+    @classmethod
+    def _resolve(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, address in v.items():
+            host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"resolve '{name}' = '{address}': the target must be an IP "
+                                 "address, optionally with ':port'") from None
+        return {k.lower().rstrip("."): a for k, a in v.items()}
+
+
+class IdentitySection(_Section):
+    operator: str = Field(default="", pattern=r"^(\d{3}-\d{2,3})?$")
+    pseudonym_secret: str = ""
+    pseudonym_secret_file: str = ""
+
+
+class StripSection(_Section):
+    extra_names: list[str] = []
+    extra_suffixes: list[str] = []
+
+
+class PolicySection(_Section):
+    file: str = ""  # partners in another file; empty: the [[partners]] of this file
+
+
+class BindingEntry(_Section):
+    ip: str
+    msisdn: str
+    attributes: dict[str, str] = {}
+
+    @field_validator("msisdn")
+    @classmethod
+    def _msisdn(cls, v: str) -> str:
+        if not is_possible_msisdn(v):
+            raise ValueError(f"'{v}' is not a possible E.164 number (e.g. 447400900123)")
+        return v.lstrip("+")
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return str(ipaddress.ip_address(v))
+
+
+class LedgerSection(_Section):
+    url: str = "sqlite:///.linewarden/ledger.db"
+    key: str = ""
+    key_file: str = ""
+
+
+class StoreSection(_Section):
+    url: str = Field(default="memory://", pattern=r"^memory://$")
+
+
+class WebSection(_Section):
+    listen: str = "127.0.0.1:8080"
+    admin_token: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v)
+        return v
+
+
+class ConfigModel(_Section):
+    state_dir: str = ".linewarden"
+    proxy: ProxySection = ProxySection()
+    identity: IdentitySection = IdentitySection()
+    strip: StripSection = StripSection()
+    policy: PolicySection = PolicySection()
+    bindings: list[BindingEntry] = []
+    ledger: LedgerSection = LedgerSection()
+    store: StoreSection = StoreSection()
+    web: WebSection = WebSection()
+    partners: list[Any] = []  # validated by policy.py, which knows partners
+
+
+@dataclass
+class Config:
+    model: ConfigModel
+    path: str  # the file read, or DEMO_NAME
+    base: Path  # relative paths in the file are relative to its directory
+    policy: Policy
+
+    @property
+    def proxy(self) -> ProxySection:
+        return self.model.proxy
+
+    @property
+    def web(self) -> WebSection:
+        return self.model.web
+
+    @property
+    def ledger(self) -> LedgerSection:
+        return self.model.ledger
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve_path(self.model.state_dir)
+
+    @property
+    def policy_path(self) -> str:
+        """The file hot reload re-reads for partners."""
+        if self.model.policy.file:
+            return str(self.resolve_path(self.model.policy.file))
+        return self.path
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else self.base / path
+
+    def settings(self) -> Settings:
+        ident = self.model.identity
+        return Settings(
+            secrets=Secrets(
+                pseudonym_secret=self._secret(ident.pseudonym_secret,
+                                              ident.pseudonym_secret_file, "pseudonym.key"),
+                ledger_key=self.ledger_key(),
+                operator=ident.operator,
+            ),
+            reject_alias_headers=self.proxy.reject_alias_headers,
+            extra_identity_names=tuple(self.model.strip.extra_names),
+            extra_identity_suffixes=tuple(self.model.strip.extra_suffixes),
+            connect_ports=frozenset(self.proxy.connect_ports),
+        )
+
+    def ledger_key(self) -> bytes:
+        return self._secret(self.ledger.key, self.ledger.key_file, "ledger.key")
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(ip=b.ip, msisdn=b.msisdn.lstrip("+"), attributes=dict(b.attributes))
+                for b in self.model.bindings]
+
+    def _secret(self, inline: str, file: str, default_name: str) -> bytes:
+        """Inline, from a file, or generated once and kept in the state dir (0600), so
+        pseudonyms and ledger keys stay stable across restarts."""
+        if inline:
+            return inline.encode()
+        path = self.resolve_path(file) if file else self.state_dir / default_name
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            if file:
+                raise ConfigError(self.path, None, f"secret file '{path}' not found",
+                                  "create it or remove the *_file setting") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        value = _random.token_urlsafe(32).encode()
+        with os.fdopen(fd, "wb") as out:
+            out.write(value)
+        return value
+
+
+def demo_text() -> str:
+    return resources.files("linewarden").joinpath("demo.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | None = None) -> Config:
+    """`path`, else ./linewarden.toml if present, else the embedded demo config."""
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    if path is None:
+        data, smap = parse_toml(DEMO_NAME, demo_text())
+        return _build(data, smap, Path.cwd(), demo_text().encode())
+    data, smap = load_toml(path)
+    return _build(data, smap, Path(path).resolve().parent, Path(path).read_bytes())
+
+
+def _build(data: dict[str, Any], smap: SourceMap, base: Path, raw: bytes) -> Config:
+    import hashlib
+
+    try:
+        model = ConfigModel.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigErrors([_error(err, smap) for err in exc.errors()]) from None
+    config = Config(model, smap.path, base, Policy((), "", smap.path))
+    if model.policy.file:
+        config.policy, _ = load_policy(config.policy_path)
+    else:
+        config.policy, _ = compile_policy(data, smap, hashlib.sha256(raw).hexdigest()[:16])
+    return config
+
+
+def _error(err: Any, smap: SourceMap) -> ConfigError:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    if err.get("type") == "extra_forbidden":
+        return smap.error(loc, f"unknown key '{key}'", "remove it or check its spelling")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return smap.error(loc, f"'{key}': {message}")
