@@ -1,0 +1,54 @@
+"""What every subcommand shares: the config it runs against and how it fails."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from .config import Config, load_config
+from .sourcemap import ConfigError, ConfigErrors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Bad input ends in one clear sentence on stderr, never a traceback."""
+    click.echo(f"linewarden: {message}", err=True)
+    sys.exit(code)
+
+
+@dataclass
+class CliState:
+    config_path: str | None
+    _config: Config | None = field(default=None, repr=False)
+
+    def config(self) -> Config:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except (ConfigError, ConfigErrors) as exc:
+                fail(f"invalid config:\n{exc}")
+        return self._config
+
+
+def _set_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).config_path = value
+
+
+def config_option(func: F) -> F:
+    """`--config FILE` accepted after the subcommand too (`linewarden serve --config f`)."""
+    option = click.option("--config", "_config", metavar="FILE", expose_value=False,
+                          callback=_set_config, is_eager=True,
+                          help="Config file (default: ./linewarden.toml, else the embedded "
+                               "demo).")
+    return option(func)
+
+
+def get_config(ctx: click.Context) -> Config:
+    """The config named by --config (on the group or the subcommand), or the default."""
+    return ctx.ensure_object(CliState).config()

@@ -1,0 +1,418 @@
+"""Finding identity in log bytes: identity headers by name, phone numbers, IMSI and IMEI.
+
+One pass over a chunk of whole lines. Two cheap byte regexes do the searching (C speed);
+only their candidate spans reach Python and, after shape checks, `phonenumbers`:
+
+- `_CANDIDATE` finds digit runs with phone-like separators. Most log tokens that look like
+  numbers (IPv4 addresses, dates, times, byte counts, ports, epoch stamps, order ids) fail
+  the *start* rule below before any parsing: a number counts only in `+`, `00`, national
+  trunk-prefix (`0` in GB) or bare country-code (`447400900123`) form for the configured
+  regions. Bare national numbers without the trunk prefix (`7400900123`) are not reported:
+  in logs they are indistinguishable from order ids, and `phonenumbers` would accept them.
+- A header regex built from `linewarden.names` finds `name: value` / `name=value` /
+  `"name":"value"` where the name ends like an identity header; every such value is a
+  finding whatever it holds (an opaque `x-uidh` token leaks identity as well as a number).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneMetadata
+
+from linewarden.names import DEFAULT_IDENTITY_NAMES, IdentityNames, normalise
+
+MSISDN = "msisdn"
+IMSI = "imsi"
+IMEI = "imei"
+# The value of an identity header that is not a number we can classify (x-uidh, x-acr, ...).
+IDENTITY = "identity"
+KINDS: tuple[str, ...] = (MSISDN, IMSI, IMEI, IDENTITY)
+
+DEFAULT_REGIONS: tuple[str, ...] = ("GB",)
+
+# E.164 caps a number at 15 digits (ITU-T E.164 §6.1). The shortest valid numbers with their
+# country code have 7 digits (e.g. +290 xxxx); nothing shorter is worth a parse.
+_MIN_DIGITS = 7
+_MAX_DIGITS = 15
+# A formatted number is at most a handful of groups ("+44 (0) 7400 900 123" is five).
+_MAX_GROUPS = 6
+# Header values longer than this are not an identity token but a mis-parse of the line.
+_MAX_HEADER_VALUE = 256
+# Bound on the validation memo: logs repeat the same few numbers, and the bound keeps a scan
+# of a file full of distinct ids at constant memory.
+_MEMO_MAX = 1 << 16
+
+# A digit run with separators, optionally led by `+`, `%2B` (a URL-encoded plus, common in
+# query strings) or `(`. Greedy: later split into groups by whitespace when the whole run
+# is not one number ("07400 900123 200 512" is a number followed by status and bytes).
+_CANDIDATE = re.compile(rb"(?:\+|%2[bB]|\(\+?)?\d[\d \-.()]{5,40}\d")
+_ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS_ONLY = bytes.maketrans(b"", b"")
+_NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
+_IPV4 = re.compile(rb"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_IMEI_DASHED = re.compile(rb"\d{2}-\d{6}-\d{6}-\d")
+
+# IMEI reporting-body identifiers: the first two digits of every allocated TAC
+# (GSMA TS.06). Amex cards (34/37) and most other 15-digit Luhn-valid ids fall outside.
+_IMEI_RBI = frozenset(
+    "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99".split()
+)
+
+# Mobile country codes in use (ITU-T E.212 list, with the shared 901 range). A bare 15-digit
+# run is reported as an IMSI only if it starts with one of these.
+_MCC = frozenset(
+    (
+        "202 204 206 208 212 213 214 216 218 219 220 221 222 226 228 230 231 232 234 235 238 "
+        "240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280 282 "
+        "283 284 286 288 289 290 292 293 294 295 297 302 308 310 311 312 313 314 315 316 330 "
+        "332 334 338 340 342 344 346 348 350 352 354 356 358 360 362 363 364 365 366 368 370 "
+        "372 374 376 400 401 402 404 405 406 410 412 413 414 415 416 417 418 419 420 421 422 "
+        "424 425 426 427 428 429 430 431 432 434 436 437 438 440 441 450 452 454 455 456 457 "
+        "460 461 466 467 470 472 502 505 510 514 515 520 525 528 530 536 537 539 540 541 542 "
+        "543 544 545 546 547 548 549 550 551 552 553 554 555 602 603 604 605 606 607 608 609 "
+        "610 611 612 613 614 615 616 617 618 619 620 621 622 623 624 625 626 627 628 629 630 "
+        "631 632 633 634 635 636 637 638 639 640 641 642 643 645 646 647 648 649 650 651 652 "
+        "653 654 655 657 658 659 702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 "
+        "740 742 744 746 748 750 901"
+    ).split()
+)
+
+# Prefixes that log formats put before a header's own name: nginx `$http_x_msisdn`, CGI
+# `HTTP_X_MSISDN`, JSON `request.headers.x-msisdn`. Stripped (normalised) before the exact
+# name match, so `http_x_orange_id` is recognised like `x-orange-id`.
+_NAME_PREFIXES: tuple[str, ...] = (
+    "requestheaders", "requestheader", "reqheaders", "reqheader", "headers", "header",
+    "request", "http",
+)
+_NAME_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz_-.$")
+_EMPTY_VALUES = frozenset({"", "-", "null", "none", "nil", "unknown", "undefined", "n/a"})
+_VALUE_NUMBER = re.compile(rb"\+?\d[\d \-.()]*\d")
+_VALUE_TOKEN = re.compile(rb"[^\s\"'&;,}\])<>|]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One identity found in a chunk: where (byte span, 0-based line in the chunk) and what.
+
+    `value` is canonical, so the same subscriber counts once however it was written:
+    E.164 with `+` for numbers, plain digits for IMSI/IMEI, the raw token otherwise.
+    """
+
+    kind: str
+    start: int
+    end: int
+    line: int
+    value: str
+    header: str | None = None
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def is_imei(digits: str) -> bool:
+    return len(digits) == 15 and digits[:2] in _IMEI_RBI and luhn_valid(digits)
+
+
+def is_imsi(digits: str) -> bool:
+    return len(digits) == 15 and digits[:3] in _MCC
+
+
+def _loose(norm: str) -> bytes:
+    """A byte regex matching `norm` with an optional `-`, `_` or `.` between its characters."""
+    return rb"[-_.]?".join(re.escape(c.encode()) for c in norm)
+
+
+def header_display_name(raw: bytes) -> str:
+    """A stable display name for counting: lower-case, `-` separated, log prefixes removed."""
+    name = raw.decode("latin-1").lower().lstrip("$").replace("_", "-").replace(".", "-")
+    for prefix in ("request-headers-", "req-headers-", "headers-", "header-", "http-"):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix):]
+            break
+    return name
+
+
+class Detector:
+    """Finds identity in chunks of whole lines. Build once; `scan` is pure and re-entrant."""
+
+    def __init__(
+        self, regions: Sequence[str] = DEFAULT_REGIONS, names: IdentityNames | None = None
+    ) -> None:
+        self.regions = tuple(r.upper() for r in regions)
+        self.names = names or DEFAULT_IDENTITY_NAMES
+        self._country_codes: frozenset[str] = frozenset()
+        self._national: list[tuple[str, str]] = []  # (trunk prefix, region)
+        self._international = ["00"]
+        self._setup_regions()
+        self._header_re = self._compile_header_re()
+        self._memo: dict[str, str | None] = {}
+
+    # -- configuration ------------------------------------------------------------------
+
+    def _setup_regions(self) -> None:
+        codes: set[str] = set()
+        for region in self.regions:
+            meta = PhoneMetadata.metadata_for_region(region)
+            if meta is None:
+                raise ValueError(f"unknown region {region!r}; use an ISO 3166 code such as GB")
+            codes.add(str(meta.country_code))
+            if meta.national_prefix and meta.national_prefix != str(meta.country_code):
+                self._national.append((meta.national_prefix, region))
+            if meta.international_prefix and meta.international_prefix.isdigit():
+                if meta.international_prefix not in self._international:
+                    self._international.append(meta.international_prefix)
+        self._country_codes = frozenset(codes)
+
+    def _compile_header_re(self) -> re.Pattern[bytes]:
+        # Anchor on the name's tail: every suffix, plus exact names not covered by a suffix.
+        # The full name is then recovered by walking back and checked with `is_identity`.
+        suffixes = self.names.suffixes
+        tails = set(suffixes)
+        tails.update(n for n in self.names.exact if not n.endswith(suffixes))
+        alternation = b"|".join(_loose(t) for t in sorted(tails, key=len, reverse=True))
+        return re.compile(rb"(" + alternation + rb")[\"']?[ \t]*[:=][ \t]*")
+
+    # -- the scan -----------------------------------------------------------------------
+
+    def scan(self, chunk: bytes) -> list[Finding]:
+        """All findings in `chunk`, in order, with 0-based line numbers inside the chunk."""
+        spans = self._header_spans(chunk)
+        spans.extend(self._number_spans(chunk, spans))
+        spans.sort(key=lambda s: s[1])
+        findings: list[Finding] = []
+        line = 0
+        last = 0
+        for kind, start, end, value, header in spans:
+            line += chunk.count(b"\n", last, start)
+            last = start
+            findings.append(Finding(kind, start, end, line, value, header))
+        return findings
+
+    # (kind, start, end, value, header)
+    _Span = tuple[str, int, int, str, "str | None"]
+
+    def _header_spans(self, chunk: bytes) -> list[_Span]:
+        out: list[Detector._Span] = []
+        lowered = chunk.lower()
+        for m in self._header_re.finditer(lowered):
+            name_start = m.start(1)
+            while name_start > 0 and lowered[name_start - 1] in _NAME_CHARS:
+                name_start -= 1
+            raw_name = chunk[name_start:m.end(1)]
+            if not self.is_identity_name(raw_name):
+                continue
+            value_span = _header_value(chunk, m.end())
+            if value_span is None:
+                continue
+            vs, ve = value_span
+            header = header_display_name(raw_name)
+            kind, value = self._classify_header_value(chunk[vs:ve], header)
+            out.append((kind, vs, ve, value, header))
+        return out
+
+    def is_identity_name(self, raw_name: bytes) -> bool:
+        norm = normalise(raw_name)
+        if not norm:
+            return False
+        if self.names.is_identity(norm):
+            return True
+        for prefix in _NAME_PREFIXES:
+            if norm.startswith(prefix) and self.names.is_identity(norm[len(prefix):]):
+                return True
+        return False
+
+    def _classify_header_value(self, raw: bytes, header: str) -> tuple[str, str]:
+        digits = raw.translate(None, _NOT_DIGITS).decode()
+        token = raw.decode("latin-1")
+        looks_numeric = len(digits) >= _MIN_DIGITS and not _VALUE_TOKEN.fullmatch(
+            raw.translate(None, b"0123456789+ -().")
+        )
+        if looks_numeric:
+            norm_header = normalise(header)
+            if len(digits) == 15 and (norm_header.endswith("imei") or is_imei(digits)):
+                if not norm_header.endswith("imsi"):
+                    return IMEI, digits
+            if len(digits) == 15 and (norm_header.endswith("imsi") or is_imsi(digits)):
+                return IMSI, digits
+            e164 = self._validate(raw) or self._validate(b"+" + digits.encode())
+            if e164:
+                return MSISDN, e164
+        return IDENTITY, token
+
+    def _number_spans(self, chunk: bytes, taken: list[_Span]) -> list[_Span]:
+        out: list[Detector._Span] = []
+        # Header values were classified already; never report a span twice.
+        taken_ranges = sorted((s[1], s[2]) for s in taken)
+        ti = 0
+        for m in _CANDIDATE.finditer(chunk):
+            start, end = m.span()
+            while ti < len(taken_ranges) and taken_ranges[ti][1] <= start:
+                ti += 1
+            if ti < len(taken_ranges) and taken_ranges[ti][0] < end:
+                continue
+            if not _free_standing(chunk, start, end):
+                continue
+            out.extend(self._numbers_in(chunk, start, end))
+        return out
+
+    def _numbers_in(self, chunk: bytes, start: int, end: int) -> Iterable[_Span]:
+        """Numbers inside one candidate run: the whole run, else its whitespace groups."""
+        text = chunk[start:end]
+        hit = self._classify(text)
+        if hit is not None:
+            yield (hit[0], start, end, hit[1], None)
+            return
+        if b" " not in text:
+            return
+        groups = [(g.start() + start, g.end() + start) for g in re.finditer(rb"\S+", text)]
+        i = 0
+        while i < len(groups):
+            # Longest window of groups starting at i that is one number.
+            for j in range(min(len(groups), i + _MAX_GROUPS) - 1, i - 1, -1):
+                ws, we = groups[i][0], groups[j][1]
+                if (i, j) == (0, len(groups) - 1):
+                    continue  # the whole run, tried above
+                hit = self._classify(chunk[ws:we])
+                if hit is not None:
+                    yield (hit[0], ws, we, hit[1], None)
+                    i = j
+                    break
+            i += 1
+
+    def _classify(self, text: bytes) -> tuple[str, str] | None:
+        digits = text.translate(None, _NOT_DIGITS)
+        n = len(digits)
+        if n < _MIN_DIGITS or n > _MAX_DIGITS + 3:
+            return None
+        if b"." in text and _IPV4.fullmatch(text):
+            return None
+        e164 = self._validate(text)
+        if e164 is not None:
+            return MSISDN, e164
+        if n == 15 and text.isdigit():
+            d = digits.decode()
+            if is_imei(d):
+                return IMEI, d
+            if is_imsi(d):
+                return IMSI, d
+        elif n == 15 and _IMEI_DASHED.fullmatch(text) and is_imei(digits.decode()):
+            return IMEI, digits.decode()
+        return None
+
+    def _validate(self, text: bytes) -> str | None:
+        """E.164 (`+44...`) if `text` is a valid number in an accepted form, else None."""
+        if text.startswith((b"%2b", b"%2B")):
+            text = b"+" + text[3:]
+        elif text.startswith(b"(+"):
+            text = b"+" + text[2:]
+        plus = text.startswith(b"+")
+        digits = text.translate(None, _NOT_DIGITS).decode()
+        if plus:
+            key = "+" + digits
+        else:
+            key = self._form_key(digits)
+            if key is None:
+                return None
+        hit = self._memo.get(key, "")
+        if hit != "":
+            return hit
+        result = self._parse(key)
+        if len(self._memo) >= _MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = result
+        return result
+
+    def _form_key(self, digits: str) -> str | None:
+        """Which form a digit string without `+` is in, as a parse key; None if no form."""
+        for prefix in self._international:
+            if digits.startswith(prefix):
+                rest = digits[len(prefix):]
+                if rest[:1] != "0":
+                    return "+" + rest
+        for prefix, region in self._national:
+            if digits.startswith(prefix) and not digits.startswith("00"):
+                return f"{region}:{digits}"
+        for cc in self._country_codes:
+            if digits.startswith(cc) and len(digits) >= len(cc) + 6:
+                return "+" + digits
+        return None
+
+    @staticmethod
+    def _parse(key: str) -> str | None:
+        region: str | None = None
+        number = key
+        if not key.startswith("+"):
+            region, number = key.split(":", 1)
+        n_digits = len(number) - (1 if region is None else 0)
+        if n_digits < _MIN_DIGITS or n_digits > _MAX_DIGITS + 1:
+            return None
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_valid_number(parsed):
+            return None
+        e164: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        # phonenumbers drops or keeps digits silently in a few cases (extensions, a
+        # national prefix written after the country code); accept only a number whose
+        # digits are all the run's digits, allowing the "+44 (0)" trunk zero.
+        national = e164[1 + len(str(parsed.country_code)):]
+        written = number.lstrip("+")
+        if region is None:
+            written = written[len(str(parsed.country_code)):]
+            return e164 if written in (national, "0" + national) else None
+        return e164 if written.endswith(national) and len(written) - len(national) <= 2 else None
+
+
+def _free_standing(chunk: bytes, start: int, end: int) -> bool:
+    """The run is a token of its own: not the tail of a word, hex id or hyphenated id."""
+    if start > 0:
+        prev = chunk[start - 1]
+        if prev in _ALNUM or prev == 0x2B:  # '+'
+            return False
+        if prev == 0x2D and start > 1 and chunk[start - 2] in _ALNUM:  # "id-123..." / UUID
+            return False
+    return not (end < len(chunk) and chunk[end] in _ALNUM)
+
+
+def _header_value(chunk: bytes, pos: int) -> tuple[int, int] | None:
+    """The span of a header value starting at `pos` (after the separator), or None if empty."""
+    if pos >= len(chunk):
+        return None
+    quote = chunk[pos]
+    if quote in (0x22, 0x27):  # '"' or "'"
+        close = chunk.find(bytes((quote,)), pos + 1, pos + 2 + _MAX_HEADER_VALUE)
+        newline = chunk.find(b"\n", pos + 1, close if close != -1 else pos + 1)
+        if close == -1 or newline != -1:
+            return None
+        start, end = pos + 1, close
+    else:
+        m = _VALUE_NUMBER.match(chunk, pos) or _VALUE_TOKEN.match(chunk, pos)
+        if m is None:
+            return None
+        start, end = m.span()
+        # A number followed by more of the token is not a number: take the whole token.
+        if m.re is _VALUE_NUMBER and end < len(chunk) and chunk[end] in _ALNUM:
+            t = _VALUE_TOKEN.match(chunk, pos)
+            if t is None:
+                return None
+            start, end = t.span()
+    while end > start and chunk[end - 1] in b" \t\r":
+        end -= 1
+    value = chunk[start:end]
+    if end - start > _MAX_HEADER_VALUE or value.decode("latin-1").lower() in _EMPTY_VALUES:
+        return None
+    return start, end
