@@ -107,7 +107,10 @@ _KIND_BY_NAME_SUFFIX: tuple[tuple[str, FindingKind], ...] = (
 # number (IP addresses, versions, decimals). An optional `+` or `00` international prefix.
 _ALONE_BEFORE = r"(?<![0-9A-Za-z])(?<![0-9]\.)"
 _ALONE_AFTER = r"(?![0-9A-Za-z])(?!\.[0-9])"
-_DIGIT_RUN = re.compile(_ALONE_BEFORE + r"(\+|00)?([0-9]{9,15})" + _ALONE_AFTER)
+_DIGIT_RUN = re.compile(_ALONE_BEFORE + r"(\+|00)?([0-9]{7,15})" + _ALONE_AFTER)
+# E.164 allows 7-digit numbers (Tokelau, Ascension), but a bare 7-8 digit run under a name that
+# says nothing is far more often an order number or a counter, so only identity names get them.
+_MIN_BARE_DIGITS_STRICT = 9
 _FIFTEEN_DIGITS = re.compile(_ALONE_BEFORE + r"([0-9]{15})" + _ALONE_AFTER)
 # Some gateways hex-encode the MSISDN's ASCII digits (e.g. user-identity-forward-msisdn:
 # 343437343030393030313233 is "447400900123"): only ASCII digits 0x30-0x39, 8-15 of them.
@@ -320,7 +323,8 @@ def _phone_candidates(
         for match in PhoneNumberMatcher(value, region, leniency=Leniency.VALID):
             yield match.number
     # 2. E.164 without the plus, as HE proxies send it ("447400900123"), for any country.
-    digit_runs = [m.group(2) for m in _DIGIT_RUN.finditer(value)]
+    shortest = _MIN_BARE_DIGITS_STRICT if strict else 0
+    digit_runs = [m.group(2) for m in _DIGIT_RUN.finditer(value) if len(m.group(2)) >= shortest]
     digit_runs += [bytes.fromhex(m.group(0)).decode("ascii") for m in _HEX_DIGITS.finditer(value)]
     for digits in digit_runs:
         parsed = _parse(f"+{digits}", None)
