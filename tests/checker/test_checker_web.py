@@ -7,10 +7,9 @@ import warnings
 
 import pytest
 from starlette.applications import Starlette
+from starlette.exceptions import StarletteDeprecationWarning
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
-from starlette.exceptions import StarletteDeprecationWarning
 
 from linewarden.checker import JSON_SCHEMA_VERSION
 from linewarden.web.checker import checker_routes, make_checker_app
