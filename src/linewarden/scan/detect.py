@@ -46,14 +46,18 @@ _MAX_HEADER_VALUE = 256
 # of a file full of distinct ids at constant memory.
 _MEMO_MAX = 1 << 16
 
-# A digit run with separators, optionally led by `+`, `%2B` (a URL-encoded plus, common in
-# query strings) or `(`. Greedy: later split into groups by whitespace when the whole run
-# is not one number ("07400 900123 200 512" is a number followed by status and bytes).
-_CANDIDATE = re.compile(rb"(?:\+|%2[bB]|\(\+?)?\d[\d \-.()]{5,40}\d")
+# The prefilter: bytes are mapped to a "shape" where digits and number punctuation
+# (`+ - ( )` and space) become `0` and everything else `x`; `bytes.find` of a run of
+# `_RUN_MIN` zeros (CPython's fast search, hundreds of MB/s) finds the only places a number
+# can be. Dots are deliberately not number punctuation: they make IPv4 addresses, versions
+# and durations, and dotted phone formats (06.12.34.56.78) are rare in logs.
+_RUN_MIN = 8  # the shortest accepted number, "+" and 7 digits
+_SHAPE = bytes(0x30 if (48 <= c <= 57 or c in b" ()+-") else 0x78 for c in range(256))
+_RUN_NEEDLE = b"0" * _RUN_MIN
+_GROUP = re.compile(rb"\S+")
+_CARD = re.compile(rb"\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?")
 _ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_DIGITS_ONLY = bytes.maketrans(b"", b"")
 _NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
-_IPV4 = re.compile(rb"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _IMEI_DASHED = re.compile(rb"\d{2}-\d{6}-\d{6}-\d")
 
 # IMEI reporting-body identifiers: the first two digits of every allocated TAC
@@ -92,6 +96,10 @@ _NAME_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz_-.$")
 _EMPTY_VALUES = frozenset({"", "-", "null", "none", "nil", "unknown", "undefined", "n/a"})
 _VALUE_NUMBER = re.compile(rb"\+?\d[\d \-.()]*\d")
 _VALUE_TOKEN = re.compile(rb"[^\s\"'&;,}\])<>|]+")
+
+
+# A finding before its line number is known: (kind, start, end, value, header).
+_Span = tuple[str, int, int, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +183,9 @@ class Detector:
                 if meta.international_prefix not in self._international:
                     self._international.append(meta.international_prefix)
         self._country_codes = frozenset(codes)
+        national = tuple(prefix for prefix, _ in self._national)
+        prefixes = sorted({*national, *self._international, *codes})
+        self._start_prefixes = tuple(p.encode() for p in prefixes)
 
     def _compile_header_re(self) -> re.Pattern[bytes]:
         # Anchor on the name's tail: every suffix, plus exact names not covered by a suffix.
@@ -201,11 +212,8 @@ class Detector:
             findings.append(Finding(kind, start, end, line, value, header))
         return findings
 
-    # (kind, start, end, value, header)
-    _Span = tuple[str, int, int, str, "str | None"]
-
     def _header_spans(self, chunk: bytes) -> list[_Span]:
-        out: list[Detector._Span] = []
+        out: list[_Span] = []
         lowered = chunk.lower()
         for m in self._header_re.finditer(lowered):
             name_start = m.start(1)
@@ -235,30 +243,32 @@ class Detector:
         return False
 
     def _classify_header_value(self, raw: bytes, header: str) -> tuple[str, str]:
+        if raw.startswith((b"%2b", b"%2B")):
+            raw = b"+" + raw[3:]
         digits = raw.translate(None, _NOT_DIGITS).decode()
-        token = raw.decode("latin-1")
-        looks_numeric = len(digits) >= _MIN_DIGITS and not _VALUE_TOKEN.fullmatch(
-            raw.translate(None, b"0123456789+ -().")
-        )
-        if looks_numeric:
+        # Only digits and number punctuation: classify it; anything else is an opaque token.
+        if len(digits) >= _MIN_DIGITS and not raw.translate(None, b"0123456789+ -()."):
             norm_header = normalise(header)
-            if len(digits) == 15 and (norm_header.endswith("imei") or is_imei(digits)):
-                if not norm_header.endswith("imsi"):
-                    return IMEI, digits
-            if len(digits) == 15 and (norm_header.endswith("imsi") or is_imsi(digits)):
+            if len(digits) == 15 and norm_header.endswith("imsi"):
                 return IMSI, digits
+            if len(digits) == 15 and norm_header.endswith("imei"):
+                return IMEI, digits
+            # Under an identity header a bare number is E.164 without the plus, any country.
             e164 = self._validate(raw) or self._validate(b"+" + digits.encode())
             if e164:
                 return MSISDN, e164
-        return IDENTITY, token
+            if is_imei(digits):
+                return IMEI, digits
+            if is_imsi(digits):
+                return IMSI, digits
+        return IDENTITY, raw.decode("latin-1")
 
     def _number_spans(self, chunk: bytes, taken: list[_Span]) -> list[_Span]:
-        out: list[Detector._Span] = []
+        out: list[_Span] = []
         # Header values were classified already; never report a span twice.
         taken_ranges = sorted((s[1], s[2]) for s in taken)
         ti = 0
-        for m in _CANDIDATE.finditer(chunk):
-            start, end = m.span()
+        for start, end in _runs(chunk):
             while ti < len(taken_ranges) and taken_ranges[ti][1] <= start:
                 ti += 1
             if ti < len(taken_ranges) and taken_ranges[ti][0] < end:
@@ -269,36 +279,52 @@ class Detector:
         return out
 
     def _numbers_in(self, chunk: bytes, start: int, end: int) -> Iterable[_Span]:
-        """Numbers inside one candidate run: the whole run, else its whitespace groups."""
+        """Numbers inside one candidate run: the longest window of whitespace-separated
+        groups that is one number, from each group that can start one.
+
+        ("07400 900123 200 512" is a number followed by a status and a byte count.)
+        """
         text = chunk[start:end]
-        hit = self._classify(text)
-        if hit is not None:
-            yield (hit[0], start, end, hit[1], None)
+        if len(text.translate(None, _NOT_DIGITS)) < _MIN_DIGITS:
             return
         if b" " not in text:
+            if self._may_start(text):
+                hit = self._classify(text)
+                if hit is not None:
+                    yield (hit[0], start, end, hit[1], None)
             return
-        groups = [(g.start() + start, g.end() + start) for g in re.finditer(rb"\S+", text)]
+        if _CARD.fullmatch(text):
+            return
+        groups = [g.span() for g in _GROUP.finditer(text)]
         i = 0
         while i < len(groups):
-            # Longest window of groups starting at i that is one number.
-            for j in range(min(len(groups), i + _MAX_GROUPS) - 1, i - 1, -1):
-                ws, we = groups[i][0], groups[j][1]
-                if (i, j) == (0, len(groups) - 1):
-                    continue  # the whole run, tried above
-                hit = self._classify(chunk[ws:we])
-                if hit is not None:
-                    yield (hit[0], ws, we, hit[1], None)
-                    i = j
-                    break
+            gs = groups[i][0]
+            if self._may_start(text[gs:groups[i][1]]):
+                for j in range(min(len(groups), i + _MAX_GROUPS) - 1, i - 1, -1):
+                    we = groups[j][1]
+                    hit = self._classify(text[gs:we])
+                    if hit is not None:
+                        yield (hit[0], start + gs, start + we, hit[1], None)
+                        i = j
+                        break
             i += 1
+
+    def _may_start(self, group: bytes) -> bool:
+        """Cheap test: can a number in an accepted form begin with this group?"""
+        return (
+            group[0] in b"+(%"
+            or group.startswith(self._start_prefixes)
+            or (len(group) == 15 and group.isdigit())
+            or _IMEI_DASHED.fullmatch(group) is not None
+        )
 
     def _classify(self, text: bytes) -> tuple[str, str] | None:
         digits = text.translate(None, _NOT_DIGITS)
         n = len(digits)
         if n < _MIN_DIGITS or n > _MAX_DIGITS + 3:
             return None
-        if b"." in text and _IPV4.fullmatch(text):
-            return None
+        if _CARD.fullmatch(text):
+            return None  # a payment card's digit groups, or a window of them
         e164 = self._validate(text)
         if e164 is not None:
             return MSISDN, e164
@@ -375,6 +401,32 @@ class Detector:
             written = written[len(str(parsed.country_code)):]
             return e164 if written in (national, "0" + national) else None
         return e164 if written.endswith(national) and len(written) - len(national) <= 2 else None
+
+
+def _runs(chunk: bytes) -> Iterable[tuple[int, int]]:
+    """Candidate spans: maximal runs of digits and number punctuation with enough length,
+    trimmed to start at a digit, `+` or `(` and end at a digit."""
+    shape = chunk.translate(_SHAPE)
+    find = shape.find
+    size = len(chunk)
+    pos = 0
+    while True:
+        start = find(_RUN_NEEDLE, pos)
+        if start < 0:
+            return
+        end = find(b"x", start)
+        if end < 0:
+            end = size
+        pos = end
+        while end > start and not 48 <= chunk[end - 1] <= 57:
+            end -= 1
+        while start < end and chunk[start] in b" -)":
+            start += 1
+        # "%2B" is a URL-encoded "+": the run then starts at the "2B" we cut off.
+        if start >= 3 and chunk[start - 3:start] in (b"%2B", b"%2b") and chunk[start] != 0x2B:
+            start -= 3
+        if end - start >= _RUN_MIN - 1:
+            yield start, end
 
 
 def _free_standing(chunk: bytes, start: int, end: int) -> bool:
