@@ -206,14 +206,19 @@ class CheckReport:
         return "Identity revealed" if self.identity_revealed else "No identity revealed"
 
     @property
-    def verdict(self) -> str:
+    def summary(self) -> str:
+        """One sentence under the headline, in plain words."""
         if not self.identity_revealed:
             return (
-                "No identity revealed: none of the headers this site received carries your "
-                "phone number or another identifier."
+                "None of the headers this site received carries your phone number or "
+                "another identifier."
             )
-        nouns = _join(_NOUNS[kind] for kind in self.revealed)
-        return f"Identity revealed: this site can see your {nouns}."
+        return f"This site can see your {_join(_NOUNS[kind] for kind in self.revealed)}."
+
+    @property
+    def verdict(self) -> str:
+        """Headline and summary in one line: "Identity revealed: this site can see ..."."""
+        return f"{self.headline}: {self.summary[0].lower()}{self.summary[1:]}"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document served at /api/check (schema in docs/checker.md)."""

@@ -119,7 +119,7 @@ def _verdict_html(report: CheckReport) -> str:
     if not report.identity_revealed:
         return (
             '<section class="verdict clean" id="verdict">'
-            f"<h1>{escape(report.headline)}</h1><p>{escape(report.verdict)}</p></section>"
+            f"<h1>{escape(report.headline)}</h1><p>{escape(report.summary)}</p></section>"
         )
     items = "".join(
         f"<li>{escape(f.message)} <small>(header <span class=name>{escape(f.header)}</span>)"
@@ -128,7 +128,7 @@ def _verdict_html(report: CheckReport) -> str:
     )
     return (
         '<section class="verdict leak" id="verdict">'
-        f"<h1>{escape(report.headline)}</h1><p>{escape(report.verdict)}</p>"
+        f"<h1>{escape(report.headline)}</h1><p>{escape(report.summary)}</p>"
         f'<ul class="findings">{items}</ul></section>'
     )
 
