@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .bindings import Binding, is_possible_msisdn
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
-from .policy import Policy, compile_policy, load_policy
+from .policy import Policy, compile_policy, load_policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
 
 DEFAULT_CONFIG = "linewarden.toml"
@@ -170,6 +170,17 @@ class Config:
             return str(self.resolve_path(self.model.policy.file))
         return self.path
 
+    def reload_policy(self) -> Policy:
+        """Re-read the partners (from [policy] file, or from this config file)."""
+        if self.model.policy.file or self.path == DEMO_NAME:
+            if self.path == DEMO_NAME:
+                return self.policy
+            policy, _ = load_policy(self.policy_path)
+            return policy
+        data, smap = load_toml(self.path)
+        policy, _ = compile_policy(data, smap, policy_version(Path(self.path).read_bytes()))
+        return policy
+
     def resolve_path(self, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else self.base / path
@@ -232,8 +243,6 @@ def load_config(path: str | None = None) -> Config:
 
 
 def _build(data: dict[str, Any], smap: SourceMap, base: Path, raw: bytes) -> Config:
-    import hashlib
-
     try:
         model = ConfigModel.model_validate(data)
     except ValidationError as exc:
@@ -242,7 +251,7 @@ def _build(data: dict[str, Any], smap: SourceMap, base: Path, raw: bytes) -> Con
     if model.policy.file:
         config.policy, _ = load_policy(config.policy_path)
     else:
-        config.policy, _ = compile_policy(data, smap, hashlib.sha256(raw).hexdigest()[:16])
+        config.policy, _ = compile_policy(data, smap, policy_version(raw))
     return config
 
 

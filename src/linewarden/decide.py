@@ -132,7 +132,7 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
     decision = Decision(destination=destination, target=target, stripped=stripped)
     decision.headers = [(b"Host", host_value), *headers]
     decision.body = _framing(fields, decision.headers)
-    if fields.upgrade and b"upgrade" in fields.connection:
+    if _websocket_upgrade(fields):
         decision.upgrade = True
         decision.headers += [(b"Connection", b"upgrade"),
                              *((b"Upgrade", v) for v in fields.upgrade)]
@@ -196,6 +196,8 @@ def _framing_problem(head: RequestHead, f: _Fields) -> str | None:
         return "Content-Length is not a number"
     if len(f.host) > 1:
         return "more than one Host header"
+    if any(b"\r" in v or b"\n" in v or b"\0" in v for _, v in head.headers):
+        return "control character in a header value"
     if not f.host and head.version == "1.1":
         return "HTTP/1.1 request without Host"
     return None
@@ -272,6 +274,15 @@ def _connect(head: RequestHead, settings: Settings) -> Decision:
     if port not in settings.connect_ports:
         return reject(403, f"CONNECT to port {port} is not allowed")
     return Decision(destination=Destination(host, port, "connect"), target=target)
+
+
+def _websocket_upgrade(f: _Fields) -> bool:
+    """Only WebSocket may switch protocols: a tunnelled `h2c` upgrade would carry later
+    requests past the stripping unseen (the "h2c smuggling" attack)."""
+    if not f.upgrade or b"upgrade" not in f.connection:
+        return False
+    tokens = connection_tokens(f.upgrade)
+    return tokens == {b"websocket"}
 
 
 # ---------------------------------------------------------------- strip

@@ -235,15 +235,15 @@ class PolicyError(ConfigErrors):
 def load_policy(path: str | Path) -> tuple[Policy, list[Finding]]:
     """Read, validate and lint a policy file. Raises PolicyError (or ConfigError)."""
     data, smap = load_toml(path)
-    return compile_policy(data, smap, _file_hash(Path(path).read_bytes()))
+    return compile_policy(data, smap, policy_version(Path(path).read_bytes()))
 
 
 def parse_policy(text: str, name: str = "<policy>") -> tuple[Policy, list[Finding]]:
     data, smap = parse_toml(name, text)
-    return compile_policy(data, smap, _file_hash(text.encode()))
+    return compile_policy(data, smap, policy_version(text.encode()))
 
 
-def _file_hash(raw: bytes) -> str:
+def policy_version(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 

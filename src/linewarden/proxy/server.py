@@ -1,0 +1,619 @@
+"""The client side of the data plane: parse → decide → record → forward, per request.
+
+One `ClientConnection` per client socket. `httptools` (llhttp, strict) parses; each complete
+request head becomes an `Exchange` and goes to `decide()` — the only place that knows about
+partners. Exchanges on one connection run strictly in order (pipelined requests wait their
+turn). Bodies stream in both directions with back-pressure: when one side's write buffer is
+full the other side stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import httptools
+
+from ..bindings import BindingStore
+from ..decide import Decision, DisclosureRecord, RequestHead, Rules, decide
+from ..http import HOP_BY_HOP, REASONS, connection_tokens, error_response, serialize_head
+from ..metrics import Metrics
+from .limits import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_PENDING_BODY,
+    SWEEP_INTERVAL,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+)
+from .upstream import Address, Pool, UpstreamConnection, UpstreamError, resolve_static
+
+log = logging.getLogger("linewarden.proxy")
+
+
+class Recorder(Protocol):
+    """The ledger, as the data plane sees it: True only once the record is durable."""
+
+    async def record(self, rec: DisclosureRecord) -> bool: ...
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Exchange:
+    """One request and its response on a client connection."""
+
+    __slots__ = ("body_done", "chunked_out", "close_after", "decision", "head", "keep_alive",
+                 "pending", "pending_bytes", "response_started", "started", "upstream")
+
+    def __init__(self, head: RequestHead, keep_alive: bool) -> None:
+        self.head = head
+        self.keep_alive = keep_alive
+        self.decision: Decision | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.pending: list[bytes] = []  # request body received before the upstream is ready
+        self.pending_bytes = 0
+        self.body_done = False
+        self.response_started = False
+        self.chunked_out = False
+        self.close_after = not keep_alive or head.version == "1.0"
+        self.started = 0.0
+
+
+class Gateway:
+    """Everything the connections share. `rules` is replaced whole on reload (atomic)."""
+
+    def __init__(self, rules: Rules, store: BindingStore, recorder: Recorder, *,
+                 resolve: dict[str, str] | None = None, connect_timeout: float = 5.0,
+                 read_timeout: float = 60.0, header_timeout: float = 10.0,
+                 idle_timeout: float = 60.0, metrics: Metrics | None = None,
+                 switch_tripped: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rules = rules
+        self.store = store
+        self.recorder = recorder
+        self.resolve = resolve or {}
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
+        self.metrics = metrics or Metrics()
+        self.switch_tripped = switch_tripped
+        self.clock = clock
+        self.connections: set[ClientConnection] = set()
+        self.loop: asyncio.AbstractEventLoop  # set by start(): the loop we serve on
+        self.pool: Pool
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self.loop = asyncio.get_running_loop()
+        self.pool = Pool(self.loop, self.connect_timeout)
+        self._server = await self.loop.create_server(
+            lambda: ClientConnection(self), host, port, reuse_address=True, backlog=1024)
+        self._sweeper = self.loop.create_task(self._sweep())
+        return self._server
+
+    async def close(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        if self._server:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.abort()
+        self.pool.close()
+
+    async def address_of(self, host: str, port: int) -> Address:
+        static = resolve_static(self.resolve, host, port)
+        if static is not None:
+            return static
+        literal = host[1:-1] if host.startswith("[") else host
+        try:
+            infos = await self.loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise UpstreamError(502, f"cannot resolve host '{host}'") from None
+        if not infos:
+            raise UpstreamError(502, f"cannot resolve host '{host}'")
+        sockaddr = infos[0][4]
+        return str(sockaddr[0]), int(sockaddr[1])
+
+    async def _sweep(self) -> None:
+        """One timer for every timeout: slowloris heads, idle keep-alive, slow upstreams."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.loop.time()
+            busy = []
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+                if conn.active is not None and conn.active.upstream is not None:
+                    busy.append(conn.active.upstream)
+            self.pool.sweep(now, self.read_timeout, busy)
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.active: Exchange | None = None  # the exchange whose response is in progress
+        self.receiving: Exchange | None = None  # the exchange whose body is being read
+        self.tunnel: asyncio.Transport | None = None  # CONNECT or 101 Upgrade: raw bytes
+        self.upgraded_data: list[bytes] | None = None  # bytes after an Upgrade/CONNECT head
+        self.broken: tuple[int, str] | None = None  # parse error waiting its turn
+        self.closed = False
+        self.head_since: float | None = None
+        self.idle_since: float | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._reading_paused = False
+
+    # ------------------------------------------------------------ connection lifecycle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's isn't a subclass
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head_since = self.gw.loop.time()
+        self.gw.connections.add(self)
+        self.gw.metrics.connections.inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.gw.connections.discard(self)
+        self.gw.metrics.connections.dec()
+        if self.tunnel is not None:
+            self.tunnel.close()
+        active = self.active
+        if active is not None and active.upstream is not None:
+            active.upstream.detach()  # mid-response: the upstream's state is unknown
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def check_timeouts(self, now: float) -> None:
+        if self.tunnel is not None or self.closed:
+            return
+        if self.head_since is not None and now - self.head_since > self.gw.header_timeout:
+            if self.active is None and not self.queue:
+                self._fail_and_close(408, "request head not received in time")
+            else:
+                self.abort()
+        elif self.idle_since is not None and now - self.idle_since > self.gw.idle_timeout:
+            self.abort()
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+        elif self.active is not None and self.active.upstream is not None:
+            transport = self.active.upstream.transport
+            if transport is not None:
+                transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+        elif self.active is not None and self.active.upstream is not None:
+            transport = self.active.upstream.transport
+            if transport is not None:
+                transport.resume_reading()
+
+    def _pause_reading(self, pause: bool) -> None:
+        if self.transport is None or self._reading_paused == pause or self.closed:
+            return
+        self._reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ parse
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgraded_data is not None:
+            self._hold_upgraded(data)
+            return
+        if self.broken is not None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgraded_data = []
+            self._hold_upgraded(data[upgrade.args[0]:])
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._broken(cause.status, str(cause))
+            else:
+                self._broken(400, f"malformed request: {exc}")
+
+    def _hold_upgraded(self, data: bytes) -> None:
+        assert self.upgraded_data is not None
+        if data:
+            self.upgraded_data.append(data)
+            if sum(map(len, self.upgraded_data)) > MAX_PENDING_BODY:
+                self._pause_reading(True)
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._head_bytes = b"", [], 0
+        self._in_head = True
+        self.idle_since = None
+        if self.head_since is None:
+            self.head_since = self.gw.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # chunked trailers: dropped whole, so nothing can hide in them
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge(431, "request header block larger than 64 KiB")
+        if len(self._headers) >= MAX_HEADERS:
+            raise _HeadTooLarge(431, f"more than {MAX_HEADERS} request header fields")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self.head_since = None
+        parser = self.parser
+        head = RequestHead(parser.get_method(), self._url, parser.get_http_version(),
+                           self._headers)
+        exchange = Exchange(head, parser.should_keep_alive())
+        exchange.started = self.gw.loop.time()
+        self.receiving = exchange
+        self.queue.append(exchange)
+        if self.active is None:
+            self._next()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.receiving
+        if exchange is None:
+            return
+        upstream = exchange.upstream
+        if upstream is not None:
+            upstream.write(_frame(exchange, body))
+            return
+        exchange.pending.append(body)
+        exchange.pending_bytes += len(body)
+        if exchange.pending_bytes > MAX_PENDING_BODY:
+            self._pause_reading(True)
+
+    def on_message_complete(self) -> None:
+        exchange = self.receiving
+        if exchange is None:
+            return
+        exchange.body_done = True
+        self.receiving = None
+        if exchange.upstream is not None and exchange.decision is not None \
+                and exchange.decision.body == "chunked":
+            exchange.upstream.write(b"0\r\n\r\n")
+        if exchange is not self.active:
+            # A pipelined request is fully read; stop reading until it's its turn, so a
+            # client cannot queue unbounded requests behind a slow one.
+            self._pause_reading(True)
+
+    def _broken(self, status: int, message: str) -> None:
+        self.broken = (status, message)
+        self._pause_reading(True)
+        if self.active is None:
+            self._fail_and_close(status, message)
+
+    # ------------------------------------------------------------ decide and forward
+
+    def _next(self) -> None:
+        if self.closed:
+            return
+        if not self.queue:
+            self.active = None
+            if self.broken is not None:
+                self._fail_and_close(*self.broken)
+                return
+            self.idle_since = self.gw.loop.time()
+            self._pause_reading(False)
+            return
+        exchange = self.active = self.queue.popleft()
+        self._pause_reading(False)
+        gw = self.gw
+        decision = exchange.decision = decide(
+            exchange.head, gw.store.get(self.client_ip), gw.rules,
+            switch_tripped=gw.switch_tripped(), now=gw.clock())
+        self._count(decision)
+        if not decision.forwarded:
+            self._fail_and_close(decision.status, decision.reason)
+            return
+        destination = decision.destination
+        assert destination is not None
+        if destination.mode == "connect":
+            gw.loop.create_task(self._open_tunnel(exchange))
+            return
+        if decision.record is None:
+            address = resolve_static(gw.resolve, destination.host, destination.port)
+            conn = gw.pool.take(address) if address is not None else None
+            if conn is not None:  # the common case needs no task: no await, no ledger
+                self._send(exchange, conn)
+                return
+        gw.loop.create_task(self._forward(exchange))
+
+    async def _forward(self, exchange: Exchange) -> None:
+        decision = exchange.decision
+        assert decision is not None and decision.destination is not None
+        try:
+            if decision.record is not None and not await self._record(decision.record):
+                decision.identity = []  # no ledger, no disclosure (invariant 4)
+                self.gw.metrics.count(self.gw.metrics.withheld, "ledger")
+            address = await self.gw.address_of(decision.destination.host,
+                                               decision.destination.port)
+            conn = self.gw.pool.take(address) or await self.gw.pool.connect(address)
+        except UpstreamError as exc:
+            self.response_failed(exc.status, str(exc))
+            return
+        if self.closed:
+            conn.close()
+            return
+        self._send(exchange, conn)
+
+    async def _record(self, rec: DisclosureRecord) -> bool:
+        try:
+            return await self.gw.recorder.record(rec)
+        except Exception:  # a broken ledger must fail closed, never open
+            log.exception("ledger refused a disclosure record")
+            return False
+
+    def _send(self, exchange: Exchange, conn: UpstreamConnection) -> None:
+        decision = exchange.decision
+        assert decision is not None
+        head = exchange.head
+        start = head.method + b" " + decision.target + b" HTTP/1.1"
+        exchange.upstream = conn
+        conn.begin(self, serialize_head(start, [*decision.headers, *decision.identity]),
+                   head_request=head.method == b"HEAD", now=self.gw.loop.time())
+        if decision.record is not None and decision.identity:
+            metrics = self.gw.metrics
+            for claim in decision.record.claims:
+                metrics.count(metrics.disclosures, decision.record.partner_id, claim)
+        for chunk in exchange.pending:
+            conn.write(_frame(exchange, chunk))
+        exchange.pending, exchange.pending_bytes = [], 0
+        if exchange.body_done and decision.body == "chunked":
+            conn.write(b"0\r\n\r\n")
+        if exchange is self.receiving:
+            self._pause_reading(False)
+
+    def _count(self, decision: Decision) -> None:
+        metrics = self.gw.metrics
+        for reason, n in decision.stripped.items():
+            metrics.count(metrics.strips, reason, amount=n)
+        if decision.withheld is not None:
+            metrics.count(metrics.withheld, decision.withheld)
+        if not decision.forwarded:
+            metrics.count(metrics.rejected, str(decision.status))
+
+    # ------------------------------------------------------------ responses (ResponseSink)
+
+    def response_head(self, status: int, reason: bytes, version: str,
+                      headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        exchange = self.active
+        if exchange is None or self.transport is None:
+            return
+        if status < 200:
+            if status != 101 and exchange.head.version == "1.1":
+                self.transport.write(f"HTTP/1.1 {status} {_reason(status, reason)}\r\n\r\n"
+                                     .encode())
+            if status != 101:
+                return
+        decision = exchange.decision
+        assert decision is not None
+        if status == 101 and not decision.upgrade:
+            self.response_failed(502, "upstream switched protocols without being asked")
+            return
+        out, chunked_out = _response_headers(exchange, status, headers)
+        exchange.chunked_out = chunked_out
+        if decision.upgrade or self.upgraded_data is not None:
+            exchange.close_after = True  # after an Upgrade attempt the parser can't resume
+        if status == 101:
+            out += [(b"Connection", b"upgrade"),
+                    *((n, v) for n, v in headers if n.lower() == b"upgrade")]
+        elif exchange.close_after:
+            out.append((b"Connection", b"close"))
+        exchange.response_started = True
+        start = f"HTTP/1.1 {status} {_reason(status, reason)}".encode()
+        self.transport.write(serialize_head(start, out))
+
+    def response_body(self, chunk: bytes) -> None:
+        exchange = self.active
+        if exchange is None or self.transport is None or not chunk:
+            return
+        if exchange.chunked_out:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.transport.write(chunk)
+
+    def response_end(self) -> None:
+        exchange = self.active
+        if exchange is None or self.transport is None:
+            return
+        if exchange.chunked_out:
+            self.transport.write(b"0\r\n\r\n")
+        self._finish(exchange, exchange.close_after or not exchange.body_done)
+
+    def response_failed(self, status: int, message: str) -> None:
+        exchange = self.active
+        if exchange is None:
+            return
+        self.gw.metrics.count(self.gw.metrics.upstream_errors, str(status))
+        log.info("upstream error: %s", message, extra={"status": status})
+        if exchange.response_started:
+            self.abort()  # the client already has part of a response: only a cut is honest
+        else:
+            self._fail_and_close(status, message)
+
+    def upstream_writable(self, writable: bool) -> None:
+        self._pause_reading(not writable)
+
+    def upgraded(self, rest: bytes) -> None:
+        """101 Switching Protocols: from here on both sides are a raw byte pipe."""
+        exchange = self.active
+        if exchange is None or exchange.upstream is None or self.transport is None:
+            return
+        upstream = exchange.upstream
+        assert upstream.transport is not None
+        self._become_tunnel(upstream.transport)
+        if rest:
+            self.transport.write(rest)
+
+    def _become_tunnel(self, transport: asyncio.Transport) -> None:
+        assert self.transport is not None
+        transport.set_protocol(Pipe(self.transport))
+        self.tunnel = transport
+        held, self.upgraded_data = self.upgraded_data or [], None
+        for data in held:
+            transport.write(data)
+        self.active = None
+        self._pause_reading(False)
+
+    async def _open_tunnel(self, exchange: Exchange) -> None:
+        """CONNECT: bytes pass untouched both ways; no enrichment is possible inside TLS."""
+        destination = exchange.decision.destination if exchange.decision else None
+        assert destination is not None and self.transport is not None
+        try:
+            address = await self.gw.address_of(destination.host, destination.port)
+            transport, _ = await asyncio.wait_for(
+                self.gw.loop.create_connection(lambda: Pipe(self.transport), *address),
+                self.gw.connect_timeout)
+        except UpstreamError as exc:
+            self._fail_and_close(exc.status, str(exc))
+            return
+        except TimeoutError:
+            self._fail_and_close(504, "upstream did not accept the connection in time")
+            return
+        except OSError as exc:
+            self._fail_and_close(502, f"upstream unreachable ({exc.strerror or exc})")
+            return
+        if self.closed:
+            transport.close()
+            return
+        self.gw.metrics.count(self.gw.metrics.requests, "connect", "200")
+        self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._become_tunnel(cast(asyncio.Transport, transport))
+
+    # ------------------------------------------------------------ endings
+
+    def _finish(self, exchange: Exchange, close: bool) -> None:
+        decision = exchange.decision
+        mode = decision.destination.mode if decision and decision.destination else "forward"
+        metrics = self.gw.metrics
+        metrics.count(metrics.requests, mode, "ok")
+        metrics.latency.observe(self.gw.loop.time() - exchange.started)
+        if exchange.upstream is not None and not exchange.body_done:
+            exchange.upstream.detach()  # our request body was cut short: not reusable
+        if close:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._next()
+
+    def _fail_and_close(self, status: int, message: str) -> None:
+        if self.transport is None or self.closed:
+            return
+        self.gw.metrics.count(self.gw.metrics.requests, "error", str(status))
+        self.transport.write(error_response(status, message))
+        self.closed = True
+        self.transport.close()
+
+
+class Pipe(asyncio.Protocol):
+    """One direction of a tunnel: whatever arrives is written to the peer."""
+
+    def __init__(self, peer: asyncio.Transport | None) -> None:
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's isn't a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is not None and self.peer.can_write_eof():
+            self.peer.write_eof()
+            return True  # half-close: the other direction may still be talking
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+
+def _frame(exchange: Exchange, body: bytes) -> bytes:
+    """Request body bytes for the upstream; llhttp hands us chunked bodies decoded."""
+    decision = exchange.decision
+    if decision is not None and decision.body == "chunked":
+        return b"%x\r\n%b\r\n" % (len(body), body)
+    return body
+
+
+def _reason(status: int, reason: bytes) -> str:
+    text = reason.decode("latin-1").strip()
+    if text and text.isprintable() and len(text) < 64:
+        return text
+    return REASONS.get(status, "Unknown")
+
+
+def _response_headers(exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]
+                      ) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Drop hop-by-hop fields and choose the framing towards the client.
+
+    Chunked or close-delimited upstream bodies are re-chunked for HTTP/1.1 clients so the
+    client connection stays reusable; HTTP/1.0 clients get the raw body and a close."""
+    named = connection_tokens(v for n, v in headers if n.lower() == b"connection")
+    out: list[tuple[bytes, bytes]] = []
+    has_length = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named:
+            continue
+        if lname == b"content-length":
+            has_length = True
+        out.append((name, value))
+    no_body = exchange.head.method == b"HEAD" or status in (101, 204, 304)
+    if no_body or has_length:
+        return out, False
+    if exchange.head.version == "1.1":
+        out.append((b"Transfer-Encoding", b"chunked"))
+        return out, True
+    exchange.close_after = True
+    return out, False

@@ -1,0 +1,266 @@
+"""Connections to origin servers: resolving, pooling and parsing their responses.
+
+An `UpstreamConnection` carries one exchange at a time (no pipelining towards origins: a
+response that fails midway must not take a second request down with it). It hands the
+parsed response to the exchange's `ResponseSink` and goes back to the pool only when the
+response ended cleanly and both sides allow keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Mapping
+from typing import Protocol, cast
+
+import httptools
+
+from .limits import (
+    MAX_RESPONSE_HEAD_BYTES,
+    POOL_IDLE_TIMEOUT,
+    POOL_MAX_IDLE_PER_HOST,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+)
+
+Address = tuple[str, int]
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # 502 or 504, for the client
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the client side, in order."""
+
+    def response_head(self, status: int, reason: bytes, version: str,
+                      headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None: ...
+    def response_body(self, chunk: bytes) -> None: ...
+    def response_end(self) -> None: ...
+    def response_failed(self, status: int, message: str) -> None: ...
+    def upstream_writable(self, writable: bool) -> None: ...
+    def upgraded(self, rest: bytes) -> None: ...
+
+
+def resolve_static(resolve: Mapping[str, str], host: str, port: int) -> Address | None:
+    """[proxy.resolve]: "host" = "ip" keeps the URI's port, "ip:port" overrides it."""
+    target = resolve.get(host)
+    if target is None:
+        return None
+    if target.startswith("["):
+        addr, _, p = target[1:].partition("]")
+        return addr, int(p[1:]) if p.startswith(":") else port
+    if target.count(":") == 1:
+        addr, p = target.split(":")
+        return addr, int(p)
+    return target, port
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: Pool, address: Address) -> None:
+        self.pool, self.address = pool, address
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.head_request = False  # a response to HEAD has no body whatever it says
+        self.idle_since = 0.0
+        self.waiting_since: float | None = None  # request sent, no response byte yet
+        self.got_bytes = False
+        self.closed = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_head = True
+        self._final = False
+        self._close_delimited = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's isn't a subclass
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        if self._final and self._close_delimited:
+            sink.response_end()  # RFC 9112 §6.3 rule 8: the body ends when the connection does
+        elif not self.got_bytes:
+            sink.response_failed(502, "upstream closed the connection without a response")
+        else:
+            sink.response_failed(502, "upstream connection broke during the response")
+
+    def pause_writing(self) -> None:
+        if self.sink:
+            self.sink.upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.sink:
+            self.sink.upstream_writable(True)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------ requests
+
+    def begin(self, sink: ResponseSink, head: bytes, *, head_request: bool, now: float) -> None:
+        self.sink, self.head_request = sink, head_request
+        self.waiting_since, self.got_bytes = now, False
+        self._reset_response()
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _reset_response(self) -> None:
+        self._reason, self._headers, self._head_bytes = b"", [], 0
+        self._in_head, self._final, self._close_delimited = True, False, False
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:
+            self.abort()  # an origin talking out of turn: the connection is not reusable
+            return
+        self.got_bytes, self.waiting_since = True, None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            sink, self.sink = self.sink, None
+            if sink is not None:
+                sink.upgraded(data[upgrade.args[0]:])
+        except httptools.HttpParserError:
+            self._fail(502, "upstream sent a malformed response")
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # trailers are dropped: they would arrive after we chose the framing
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
+            raise UpstreamError(502, "upstream response head too large")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            if self.sink:
+                self.sink.response_head(status, self._reason, self.parser.get_http_version(),
+                                        self._headers, True)
+            self._reset_response()
+            return
+        self._final = True
+        lower = {n.lower() for n, _ in self._headers}
+        no_body = self.head_request or status in (204, 304) or status == 101
+        self._close_delimited = (not no_body and b"content-length" not in lower
+                                 and b"transfer-encoding" not in lower)
+        if self.sink:
+            self.sink.response_head(status, self._reason, self.parser.get_http_version(),
+                                    self._headers, self.parser.should_keep_alive())
+        if self.head_request:
+            # llhttp cannot be told the request was HEAD, so it would wait for a body that
+            # never comes: finish here and give the next response a fresh parser.
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(reusable=not self._close_delimited)
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink:
+            self.sink.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._final and not self.head_request:
+            self._finish(reusable=self.parser.should_keep_alive())
+
+    def _finish(self, reusable: bool) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.response_end()
+        if reusable and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        sink, self.sink = self.sink, None
+        self.abort()
+        if sink is not None:
+            sink.response_failed(status, message)
+
+    def detach(self) -> None:
+        """The client went away mid-exchange: this connection's state is unknown, drop it."""
+        self.sink = None
+        self.abort()
+
+
+class Pool:
+    """Idle keep-alive connections per upstream address (LIFO: the warmest first)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect_timeout: float) -> None:
+        self.loop, self.connect_timeout = loop, connect_timeout
+        self._idle: dict[Address, list[UpstreamConnection]] = {}
+
+    def take(self, address: Address) -> UpstreamConnection | None:
+        idle = self._idle.get(address)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def connect(self, address: Address) -> UpstreamConnection:
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(self, address), *address),
+                self.connect_timeout)
+        except TimeoutError:
+            raise UpstreamError(504, "upstream did not accept the connection in time") from None
+        except OSError as exc:
+            raise UpstreamError(502, f"upstream unreachable ({exc.strerror or exc})") from None
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.setdefault(conn.address, [])
+        if len(idle) >= POOL_MAX_IDLE_PER_HOST:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.address)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def sweep(self, now: float, read_timeout: float, busy: list[UpstreamConnection]) -> None:
+        for idle in self._idle.values():
+            for conn in [c for c in idle if now - c.idle_since > POOL_IDLE_TIMEOUT]:
+                conn.close()
+        for conn in busy:
+            if conn.waiting_since is not None and now - conn.waiting_since > read_timeout:
+                conn._fail(504, "upstream did not answer in time")
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()

@@ -1,0 +1,120 @@
+"""`linewarden serve`: every configured part in one process, on one uvloop event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+import uvloop
+
+from .bindings.memory import MemoryStore
+from .config import Config, _host_port
+from .decide import DisclosureRecord, Rules
+from .metrics import Metrics
+from .proxy.server import Gateway, Recorder
+from .sourcemap import ConfigError, ConfigErrors
+from .web.admin import AdminContext
+from .web.app import make_app
+
+log = logging.getLogger("linewarden")
+
+
+class LogRecorder:
+    """Disclosures as structured log lines (keyed subscriber, never the number)."""
+
+    async def record(self, rec: DisclosureRecord) -> bool:
+        log.info(json.dumps({"event": "disclosure", "partner": rec.partner_id, "host": rec.host,
+                             "claims": list(rec.claims), "policy": rec.policy_version,
+                             "subscriber_key": rec.subscriber_key[:16]}))
+        return True
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the service owns SIGTERM/SIGINT/SIGHUP
+
+
+class Service:
+    def __init__(self, config: Config, recorder: Recorder | None = None) -> None:
+        self.config = config
+        self.settings = config.settings()
+        self.metrics = Metrics()
+        self.store = MemoryStore()
+        for binding in config.bindings():
+            self.store.put(binding)
+        self.recorder = recorder or LogRecorder()
+        proxy = config.proxy
+        self.gateway = Gateway(
+            Rules(config.policy, self.settings), self.store, self.recorder,
+            resolve=proxy.resolve, connect_timeout=proxy.connect_timeout,
+            read_timeout=proxy.read_timeout, header_timeout=proxy.header_timeout,
+            idle_timeout=proxy.idle_timeout, metrics=self.metrics)
+        self._stop = asyncio.Event()
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the policy; a bad file is refused and the running policy stays."""
+        try:
+            policy = self.config.reload_policy()
+        except (ConfigError, ConfigErrors) as exc:
+            self.metrics.count(self.metrics.reloads, "refused")
+            log.error("policy reload refused, keeping version %s:\n%s",
+                      self.gateway.rules.policy.version, exc)
+            return False, str(exc)
+        self.gateway.rules = Rules(policy, self.settings)  # one reference swap: atomic
+        self.metrics.count(self.metrics.reloads, "ok")
+        log.info("policy reloaded: version %s, %d partners", policy.version,
+                 len(policy.partners))
+        return True, policy.version
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        proxy_host, proxy_port = _host_port(self.config.proxy.listen)
+        web_host, web_port = _host_port(self.config.web.listen)
+        await self.gateway.start(proxy_host, proxy_port)
+        admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
+        app = make_app(self.metrics, admin, names=self.gateway.rules.names)
+        web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
+                                      lifespan="off", access_log=False))
+        web_task = loop.create_task(web.serve())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        while not web.started and not web_task.done():
+            await asyncio.sleep(0.02)
+        if web_task.done():
+            await self.gateway.close()
+            web_task.result()
+            raise OSError(f"cannot listen on {self.config.web.listen}")
+        self._banner()
+        await self._stop.wait()
+        web.should_exit = True
+        await self.gateway.close()
+        await web_task
+
+    def _banner(self) -> None:
+        proxy, web = self.config.proxy.listen, self.config.web.listen
+        partner = next((p for p in self.config.policy.partners), None)
+        lines = [f"linewarden {self.config.path}: policy {self.gateway.rules.policy.version}, "
+                 f"{len(self.config.policy.partners)} partners, "
+                 f"{self.store.count()} bindings",
+                 f"  proxy    http://{proxy}",
+                 f"  checker  http://{web}/",
+                 f"  metrics  http://{web}/metrics"]
+        if partner is not None:
+            host = next((h for h in partner.hosts if not h.startswith("*.")), partner.hosts[0])
+            lines.append(f"  try      curl -x http://{proxy} http://{host}/api/check")
+        print("\n".join(lines), flush=True)
+
+
+def serve(config: Config) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvloop.install()
+    asyncio.run(Service(config).run())
