@@ -10,9 +10,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 # Debian's package; Playwright's own browser downloads are never used (no `playwright install`).
 CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
@@ -82,7 +86,7 @@ def checker_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
+def chromium() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
     from playwright.sync_api import sync_playwright

@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
 
 # A mid-range Android phone's CSS viewport: the page must read well at this width.
-PHONE = {"viewport": {"width": 360, "height": 780}, "device_scale_factor": 2, "is_mobile": True,
-         "has_touch": True}
+PHONE_WIDTH, PHONE_HEIGHT = 360, 780
 MSISDN = "447400900123"
 
 
-def _context(chromium: Browser, **options: Any) -> BrowserContext:
-    return chromium.new_context(**PHONE, **options)
+def _context(
+    chromium: Browser,
+    *,
+    java_script_enabled: bool = True,
+    extra_http_headers: dict[str, str] | None = None,
+) -> BrowserContext:
+    return chromium.new_context(
+        viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT}, device_scale_factor=2,
+        is_mobile=True, has_touch=True, java_script_enabled=java_script_enabled,
+        extra_http_headers=extra_http_headers,
+    )
 
 
 def test_clean_visit_shows_no_identity_revealed(
@@ -64,7 +72,7 @@ def test_page_fits_a_phone_screen(chromium: Browser, checker_url: str, artifacts
     page = context.new_page()
     page.goto(checker_url)
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll_width <= 360
+    assert scroll_width <= PHONE_WIDTH
     font_px = float(page.evaluate("getComputedStyle(document.body).fontSize").rstrip("px"))
     assert font_px >= 14
     page.screenshot(path=str(artifacts / "checker-long-value.png"), full_page=True)
