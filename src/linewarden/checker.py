@@ -42,10 +42,13 @@ FindingKind = Literal[
 # Bump when a field of `CheckReport.to_json()` changes meaning or disappears (docs/checker.md).
 JSON_SCHEMA_VERSION = 1
 
-# Only the first 16 KiB of a value is searched for numbers. h11 refuses a request head larger
-# than 16 KiB (HTTP_DEFAULT_MAX_BUFFER_SIZE) and nginx's large_client_header_buffers default is
-# 8 KiB, so real values never get near this; it only caps the matcher's work on hostile input.
-MAX_SCANNED_VALUE_CHARS = 16 * 1024
+# How much of a request is searched for numbers. The page is public and the search costs
+# ~10 us per character, so a hostile client could otherwise buy seconds of CPU per request.
+# nginx's default `large_client_header_buffers 4 8k` rejects any header line over 8 KiB and
+# any head over 32 KiB (h11 stops at 16 KiB), so a real request never hits these bounds.
+# Past them, identity *names* are still flagged; only value searching stops.
+MAX_SCANNED_VALUE_CHARS = 8 * 1024
+MAX_SCANNED_REQUEST_CHARS = 32 * 1024
 
 # ITU-T E.212 mobile country codes (the list in force in 2024, geographic codes 202-750),
 # plus 001 (test networks: lab SIMs and open-source cores use 001-01), 901 (international
@@ -252,8 +255,11 @@ def analyse(
     """Explain what each header reveals. Keeps duplicates and the order received."""
     hints = validate_regions(regions)
     lines = []
+    budget = MAX_SCANNED_REQUEST_CHARS
     for index, (name, value) in enumerate(headers):
-        found = _classify(name, value, hints, names)
+        scanned = value[: min(MAX_SCANNED_VALUE_CHARS, budget)]
+        budget -= len(scanned)
+        found = _classify(name, value, scanned, hints, names)
         finding = None
         if found is not None:
             kind, shown = found
@@ -265,12 +271,14 @@ def analyse(
 
 
 def _classify(
-    name: str, value: str, regions: tuple[str, ...], names: IdentityNames
+    name: str, value: str, scanned: str, regions: tuple[str, ...], names: IdentityNames
 ) -> tuple[FindingKind, str] | None:
-    """The header's kind and the detected value as shown, or None if it reveals nothing."""
+    """The header's kind and the detected value as shown, or None if it reveals nothing.
+
+    `scanned` is the part of `value` that may be searched (see MAX_SCANNED_REQUEST_CHARS).
+    """
     norm = normalise(name)
     identity_name = names.is_identity(name)
-    scanned = value[:MAX_SCANNED_VALUE_CHARS]
     if identity_name and not value.strip():
         return "identity_header", ""
     if identity_name:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from checker_samples import HARMLESS_SAMPLES, IDENTITY_SAMPLES, Sample
 
-from linewarden.checker import JSON_SCHEMA_VERSION, analyse, validate_regions
+from linewarden.checker import (
+    JSON_SCHEMA_VERSION,
+    MAX_SCANNED_REQUEST_CHARS,
+    analyse,
+    validate_regions,
+)
 from linewarden.names import IdentityNames
 
 
@@ -124,6 +129,14 @@ def test_huge_values_are_bounded() -> None:
     value = "447400900123 " + "1234 " * 200_000
     report = analyse([("x-junk", value)])
     assert [f.kind for f in report.findings] == ["phone_number"]
+
+
+def test_search_budget_per_request() -> None:
+    # A hostile 100 x 8 KiB head costs bounded time; identity names are still flagged by name.
+    padding = [("x-junk", "1234567 " * 1024)] * 100
+    report = analyse([*padding, ("x-msisdn", "447400900123"), ("x-tag", "447400900123")])
+    assert [(f.index, f.kind) for f in report.findings] == [(100, "identity_header")]
+    assert MAX_SCANNED_REQUEST_CHARS <= 32 * 1024
 
 
 def test_json_document() -> None:

@@ -70,10 +70,12 @@ def checker_routes(
         raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
         return analyse(raw, regions=hints, names=names)
 
-    async def page(request: Request) -> Response:
+    # Plain `def` endpoints: Starlette runs them in its thread pool, so a slow analysis (a
+    # hostile request full of digits) never stalls the event loop serving other visitors.
+    def page(request: Request) -> Response:
         return HTMLResponse(render_page(report_for(request)), headers=PRIVATE_RESPONSE_HEADERS)
 
-    async def api(request: Request) -> Response:
+    def api(request: Request) -> Response:
         return JSONResponse(report_for(request).to_json(), headers=PRIVATE_RESPONSE_HEADERS)
 
     return [
