@@ -26,7 +26,12 @@ from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher
 from linewarden.names import DEFAULT_IDENTITY_NAMES, IdentityNames, normalise
 
 __all__ = [
+    "FORWARDING_HEADERS",
+    "INTERNAL_NETWORKS",
     "JSON_SCHEMA_VERSION",
+    "MAX_SCANNED_REQUEST_CHARS",
+    "MAX_SCANNED_VALUE_CHARS",
+    "MOBILE_COUNTRY_CODES",
     "CheckReport",
     "Finding",
     "FindingKind",
