@@ -187,7 +187,8 @@ class Corpus:
             # `msisdn=` makes it a header-like key; the value is a number either way.
             rec.add_label(written, "msisdn", e164)
         rec.add(f' HTTP/1.1" {r.choice((200, 301, 404, 500))} {r.randint(0, 9999999)} "-" ')
-        rec.add(f'"Mozilla/5.0 (Linux; Android {r.randint(8, 14)}) Chrome/120.0.{self.digits(4)}.{r.randint(1, 200)}"')
+        rec.add(f'"Mozilla/5.0 (Linux; Android {r.randint(8, 14)}) ')
+        rec.add(f'Chrome/120.0.{self.digits(4)}.{r.randint(1, 200)}"')
         if r.random() < 0.3:
             # Apache `%{X-Up-Calling-Line-ID}i`: the value alone, E.164 without the plus.
             e164 = phonenumbers.format_number(self.number(r.choice(UK_REGIONS)), Fmt.E164)
@@ -262,7 +263,8 @@ class Corpus:
             rec.add(f"{r.choice(('X-ACR', 'X-Orange-ID', 'X-Access-Subnym'))}: ")
             rec.add_label(tok := self.token(), "identity", tok)
             rec.add("\r\n")
-        rec.add(f"User-Agent: Nokia{self.digits(4)}/2.0 (05.{r.randint(10, 99)}) Profile/MIDP-2.0\r\n")
+        rec.add(f"User-Agent: Nokia{self.digits(4)}/2.0 (05.{r.randint(10, 99)}) ")
+        rec.add("Profile/MIDP-2.0\r\n")
         rec.add(f"Date: {self.timestamp()}\r\nContent-Length: {r.randint(0, 99999)}\r\n\r\n")
         return rec
 

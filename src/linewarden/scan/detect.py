@@ -62,28 +62,26 @@ _IMEI_DASHED = re.compile(rb"\d{2}-\d{6}-\d{6}-\d")
 
 # IMEI reporting-body identifiers: the first two digits of every allocated TAC
 # (GSMA TS.06). Amex cards (34/37) and most other 15-digit Luhn-valid ids fall outside.
-_IMEI_RBI = frozenset(
-    "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99".split()
-)
+_IMEI_RBI_TEXT = "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99"
+_IMEI_RBI = frozenset(_IMEI_RBI_TEXT.split())
 
 # Mobile country codes in use (ITU-T E.212 list, with the shared 901 range). A bare 15-digit
 # run is reported as an IMSI only if it starts with one of these.
-_MCC = frozenset(
-    (
-        "202 204 206 208 212 213 214 216 218 219 220 221 222 226 228 230 231 232 234 235 238 "
-        "240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280 282 "
-        "283 284 286 288 289 290 292 293 294 295 297 302 308 310 311 312 313 314 315 316 330 "
-        "332 334 338 340 342 344 346 348 350 352 354 356 358 360 362 363 364 365 366 368 370 "
-        "372 374 376 400 401 402 404 405 406 410 412 413 414 415 416 417 418 419 420 421 422 "
-        "424 425 426 427 428 429 430 431 432 434 436 437 438 440 441 450 452 454 455 456 457 "
-        "460 461 466 467 470 472 502 505 510 514 515 520 525 528 530 536 537 539 540 541 542 "
-        "543 544 545 546 547 548 549 550 551 552 553 554 555 602 603 604 605 606 607 608 609 "
-        "610 611 612 613 614 615 616 617 618 619 620 621 622 623 624 625 626 627 628 629 630 "
-        "631 632 633 634 635 636 637 638 639 640 641 642 643 645 646 647 648 649 650 651 652 "
-        "653 654 655 657 658 659 702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 "
-        "740 742 744 746 748 750 901"
-    ).split()
+_MCC_TEXT = (
+    "202 204 206 208 212 213 214 216 218 219 220 221 222 226 228 230 231 232 234 235 238 "
+    "240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280 282 "
+    "283 284 286 288 289 290 292 293 294 295 297 302 308 310 311 312 313 314 315 316 330 "
+    "332 334 338 340 342 344 346 348 350 352 354 356 358 360 362 363 364 365 366 368 370 "
+    "372 374 376 400 401 402 404 405 406 410 412 413 414 415 416 417 418 419 420 421 422 "
+    "424 425 426 427 428 429 430 431 432 434 436 437 438 440 441 450 452 454 455 456 457 "
+    "460 461 466 467 470 472 502 505 510 514 515 520 525 528 530 536 537 539 540 541 542 "
+    "543 544 545 546 547 548 549 550 551 552 553 554 555 602 603 604 605 606 607 608 609 "
+    "610 611 612 613 614 615 616 617 618 619 620 621 622 623 624 625 626 627 628 629 630 "
+    "631 632 633 634 635 636 637 638 639 640 641 642 643 645 646 647 648 649 650 651 652 "
+    "653 654 655 657 658 659 702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 "
+    "740 742 744 746 748 750 901"
 )
+_MCC = frozenset(_MCC_TEXT.split())
 
 # Prefixes that log formats put before a header's own name: nginx `$http_x_msisdn`, CGI
 # `HTTP_X_MSISDN`, JSON `request.headers.x-msisdn`. Stripped (normalised) before the exact
@@ -95,6 +93,8 @@ _NAME_PREFIXES: tuple[str, ...] = (
 _NAME_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyz_-.$")
 _EMPTY_VALUES = frozenset({"", "-", "null", "none", "nil", "unknown", "undefined", "n/a"})
 _VALUE_NUMBER = re.compile(rb"\+?\d[\d \-.()]*\d")
+# A redaction token (see redact.DEFAULT_TOKEN): a rescan must not report it.
+_TOKEN_VALUE = re.compile(rb"\[[A-Za-z0-9_:.=-]*\]")
 _VALUE_TOKEN = re.compile(rb"[^\s\"'&;,}\])<>|]+")
 
 
@@ -179,9 +179,9 @@ class Detector:
             codes.add(str(meta.country_code))
             if meta.national_prefix and meta.national_prefix != str(meta.country_code):
                 self._national.append((meta.national_prefix, region))
-            if meta.international_prefix and meta.international_prefix.isdigit():
-                if meta.international_prefix not in self._international:
-                    self._international.append(meta.international_prefix)
+            prefix = meta.international_prefix
+            if prefix and prefix.isdigit() and prefix not in self._international:
+                self._international.append(prefix)
         self._country_codes = frozenset(codes)
         national = tuple(prefix for prefix, _ in self._national)
         prefixes = sorted({*national, *self._international, *codes})
@@ -283,7 +283,7 @@ class Detector:
         groups that is one number, from each group that can start one.
 
         ("07400 900123 200 512" is a number followed by a status and a byte count.)
-        """
+    """
         text = chunk[start:end]
         if len(text.translate(None, _NOT_DIGITS)) < _MIN_DIGITS:
             return
@@ -352,9 +352,8 @@ class Detector:
             key = self._form_key(digits)
             if key is None:
                 return None
-        hit = self._memo.get(key, "")
-        if hit != "":
-            return hit
+        if key in self._memo:
+            return self._memo[key]
         result = self._parse(key)
         if len(self._memo) >= _MEMO_MAX:
             self._memo.clear()
@@ -464,6 +463,8 @@ def _header_value(chunk: bytes, pos: int) -> tuple[int, int] | None:
             start, end = t.span()
     while end > start and chunk[end - 1] in b" \t\r":
         end -= 1
+    if _TOKEN_VALUE.match(chunk, start):
+        return None  # already redacted: "[MSISDN]", "[MSISDN:3f2a...]"
     value = chunk[start:end]
     if end - start > _MAX_HEADER_VALUE or value.decode("latin-1").lower() in _EMPTY_VALUES:
         return None
