@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import click
 
+from . import review
 from .cli_support import CliState, config_option, fail, get_config
+from .config import load_config
+from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
+from .review import privacy_level
+from .sourcemap import ConfigError, ConfigErrors, load_toml
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,3 +47,83 @@ def serve(ctx: click.Context) -> None:
         run(config)
     except OSError as exc:
         fail(f"cannot start: {exc}")
+
+
+@main.group()
+def policy() -> None:
+    """Check, explain and diff partner policy files before they go live."""
+
+
+def _load(path: str) -> tuple[Policy, list[Finding]]:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        for finding in exc.findings:
+            click.echo(str(finding), err=True)
+        fail(f"{path}: {len(exc.findings)} problem(s); the policy was not accepted")
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@policy.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def check(file: str) -> None:
+    """Validate and lint FILE (a partners file or a whole linewarden.toml).
+
+    Refuses catch-all hosts (`*`, public suffixes such as `*.co.uk`), unknown claims or
+    purposes, duplicate ids, a host claimed by two partners, invalid header names and a
+    raw phone number without `allow_raw_msisdn = true`. Exit 0 when accepted, 1 otherwise;
+    every problem is printed with file:line and the partner id.
+    """
+    loaded, findings = _load(file)
+    if _is_full_config(file):
+        try:
+            load_config(file)
+        except (ConfigError, ConfigErrors) as exc:
+            fail(f"invalid config:\n{exc}")
+    for finding in findings:
+        click.echo(str(finding), err=True)
+    raw = sum(1 for p in loaded.partners if privacy_level(p) == "raw number")
+    click.echo(f"{file}: OK, {len(loaded.partners)} partners ({raw} with the raw number), "
+               f"policy version {loaded.version}")
+
+
+def _is_full_config(path: str) -> bool:
+    """A linewarden.toml (not just partners): check its other sections too."""
+    try:
+        data, _ = load_toml(path)
+    except ConfigError:
+        return False
+    return any(key in CONFIG_SECTIONS for key in data)
+
+
+@policy.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--host", required=True, help="Destination host, as in the request URI.")
+@click.option("--path", default="/", show_default=True, help="Request path.")
+@click.option("--port", default=80, show_default=True, type=int, help="Destination port.")
+def explain(file: str, host: str, path: str, port: int) -> None:
+    """Show which partner FILE gives HOST to, and exactly which headers would be sent."""
+    loaded, _ = _load(file)
+    result = review.explain(loaded, host, path=path, port=port, now=time.time())
+    click.echo("\n".join(result.lines()))
+
+
+@policy.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+def diff(old: str, new: str) -> None:
+    """List, per host pattern, the claims NEW newly exposes or withdraws compared to OLD.
+
+    Exit 0: nothing newly exposed; 3: something is newly exposed (a deployment pipeline
+    should then demand sign-off); 1: either file is invalid.
+    """
+    before, _ = _load(old)
+    after, _ = _load(new)
+    changes = review.diff(before, after, time.time())
+    for change in changes:
+        click.echo(str(change))
+    added = sum(1 for c in changes if c.added)
+    click.echo(f"{added} newly exposed, {len(changes) - added} withdrawn")
+    if added:
+        sys.exit(3)

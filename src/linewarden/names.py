@@ -60,7 +60,7 @@ def has_alias_chars(name: bytes) -> bool:
 class IdentityNames:
     """The compiled loose matcher: known names plus operator and partner additions."""
 
-    __slots__ = ("_exact", "_suffixes", "_cache")
+    __slots__ = ("_cache", "_exact", "_suffixes")
 
     # Bound the memo so a client sending endless distinct names cannot grow it without limit.
     _CACHE_MAX = 4096

@@ -328,7 +328,8 @@ def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
             add("error", ("id",), f"id '{p.id}' is not a valid partner id",
                 "use lower-case letters, digits, '-', '_' or '.'")
         if p.id in seen_ids:
-            add("error", ("id",), f"duplicate partner id '{p.id}' (first at partners[{seen_ids[p.id]}])",
+            first = seen_ids[p.id]
+            add("error", ("id",), f"duplicate partner id '{p.id}' (first at partners[{first}])",
                 "give every partner a unique id")
         seen_ids.setdefault(p.id, i)
         if p.purpose not in PURPOSES:
@@ -369,7 +370,7 @@ def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
 
 def host_problem(host: str) -> tuple[str, str] | None:
     """Why a host pattern is refused, with the fix; None if it is acceptable."""
-    if host in ("*", "*.") or host.startswith("*") and not host.startswith("*."):
+    if host in ("*", "*.") or (host.startswith("*") and not host.startswith("*.")):
         return f"host '{host}' matches every site", "list the partner's exact host names"
     if "*" in host[1:]:
         return f"host '{host}' has a wildcard that is not a leading '*.'", "use '*.example.com'"

@@ -517,7 +517,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.gw.metrics.count(self.gw.metrics.requests, "connect", "200")
         self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        self._become_tunnel(cast(asyncio.Transport, transport))
+        self._become_tunnel(transport)
 
     # ------------------------------------------------------------ endings
 

@@ -6,8 +6,8 @@ It never returns a subscriber's number: writes are acknowledged by IP address on
 from __future__ import annotations
 
 import hmac
-import json
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..metrics import Metrics
 from ..names import IdentityNames

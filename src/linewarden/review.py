@@ -1,0 +1,116 @@
+"""What a policy exposes: `explain` one host, `diff` two versions.
+
+Both answer the operator's question before a change goes live: which partner would get
+which identity, and what a new file newly exposes (the O2 failure was a change nobody
+reviewed for exposure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .policy import ClaimSpec, Partner, Policy, normalise_host
+
+PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
+           "age_over_18": "yes/no answer", "operator": "network code (not personal)"}
+
+
+def describe_claim(spec: ClaimSpec) -> str:
+    fmt = f", format {spec.format}" if spec.claim == "msisdn" else ""
+    return f"{spec.header}: {spec.claim}{fmt} [{PRIVACY.get(spec.claim, spec.claim)}]"
+
+
+def privacy_level(partner: Partner) -> str:
+    """The most revealing claim a partner gets: raw number > pseudonym > yes/no."""
+    claims = {c.claim for c in partner.claims}
+    if "msisdn" in claims:
+        return "raw number"
+    if "pseudonym" in claims:
+        return "pseudonym"
+    return "yes/no"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    host: str
+    port: int
+    path: str
+    partner: Partner | None
+    reason: str  # why nothing matched, or which pattern did
+
+    def lines(self) -> list[str]:
+        out = [f"host {self.host} port {self.port} path {self.path}"]
+        if self.partner is None:
+            out.append(f"no partner: {self.reason}; no identity is sent")
+            return out
+        p = self.partner
+        out.append(f"partner '{p.id}' ({p.purpose}, privacy: {privacy_level(p)}) "
+                   f"{self.reason}")
+        out += ["  " + describe_claim(c) for c in p.claims]
+        return out
+
+
+def explain(policy: Policy, host: str, *, path: str = "/", port: int = 80,
+            now: float) -> Explanation:
+    name = normalise_host(host)
+    if name is None:
+        return Explanation(host, port, path, None, "not a valid host name")
+    candidates = policy.matcher.candidates(name)
+    partner = policy.matcher.match(name, port, path, now)
+    if partner is not None:
+        where = f"{policy.source}:{partner.line}" if partner.line else policy.source
+        return Explanation(name, port, path, partner, f"matches (defined at {where})")
+    if not candidates:
+        return Explanation(name, port, path, None, "no host pattern matches")
+    reasons = []
+    for c in candidates:
+        if not c.active(now):
+            reasons.append(f"'{c.id}' expired on {c.expires}")
+        elif c.ports and port not in c.ports:
+            reasons.append(f"'{c.id}' is limited to ports {sorted(c.ports)}")
+        else:
+            reasons.append(f"'{c.id}' is limited to paths {list(c.paths)}")
+    return Explanation(name, port, path, None, "; ".join(reasons))
+
+
+Scope = tuple[str, tuple[int, ...], tuple[str, ...]]  # host pattern, ports, paths
+Exposure = tuple[str, str, str]  # partner id, header, claim (with format)
+
+
+def exposures(policy: Policy, now: float) -> dict[Scope, set[Exposure]]:
+    out: dict[Scope, set[Exposure]] = {}
+    for p in policy.partners:
+        if not p.active(now):
+            continue
+        for host in p.hosts:
+            scope = (host, tuple(sorted(p.ports)), tuple(sorted(p.paths)))
+            claims = {(p.id, c.header.lower(),
+                       c.claim + (f":{c.format}" if c.claim == "msisdn" else ""))
+                      for c in p.claims}
+            out.setdefault(scope, set()).update(claims)
+    return out
+
+
+@dataclass(frozen=True)
+class Change:
+    added: bool  # True: newly exposed; False: withdrawn
+    scope: Scope
+    exposure: Exposure
+
+    def __str__(self) -> str:
+        host, ports, paths = self.scope
+        where = host + (f" ports {list(ports)}" if ports else "") + \
+            (f" paths {list(paths)}" if paths else "")
+        partner, header, claim = self.exposure
+        verb = "+ newly exposed" if self.added else "- withdrawn   "
+        return f"{verb} {where}: {claim} in {header} to partner '{partner}'"
+
+
+def diff(old: Policy, new: Policy, now: float) -> list[Change]:
+    before, after = exposures(old, now), exposures(new, now)
+    changes: list[Change] = []
+    for scope in sorted(set(before) | set(after)):
+        was, now_set = before.get(scope, set()), after.get(scope, set())
+        changes += [Change(True, scope, e) for e in sorted(now_set - was)]
+        changes += [Change(False, scope, e) for e in sorted(was - now_set)]
+    return changes
