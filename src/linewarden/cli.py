@@ -8,6 +8,7 @@ import time
 import click
 
 from . import review
+from .checker_cli import checker
 from .cli_support import CliState, config_option, fail, get_config
 from .config import load_config
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
@@ -127,3 +128,6 @@ def diff(old: str, new: str) -> None:
     click.echo(f"{added} newly exposed, {len(changes) - added} withdrawn")
     if added:
         sys.exit(3)
+
+
+main.add_command(checker)
