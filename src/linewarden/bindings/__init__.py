@@ -24,9 +24,16 @@ class Binding:
 
 
 class BindingStore(Protocol):
-    """What the data plane needs: one lookup per request, and the admin writes."""
+    """What the data plane needs: one lookup per request, and the admin writes.
+
+    A `local` store answers `get()` from memory, without awaiting; a shared store (Redis)
+    sets `local = False` and the data plane awaits `lookup()` instead, which must return
+    None (fail closed) rather than raise when the backend is unreachable."""
+
+    local: bool
 
     def get(self, ip: str) -> Binding | None: ...
+    async def lookup(self, ip: str) -> Binding | None: ...
     def put(self, binding: Binding) -> None: ...
     def delete(self, ip: str) -> bool: ...
     def count(self) -> int: ...

@@ -6,10 +6,15 @@ from . import Binding
 
 
 class MemoryStore:
+    local = True
+
     def __init__(self) -> None:
         self._by_ip: dict[str, Binding] = {}
 
     def get(self, ip: str) -> Binding | None:
+        return self._by_ip.get(ip)
+
+    async def lookup(self, ip: str) -> Binding | None:
         return self._by_ip.get(ip)
 
     def put(self, binding: Binding) -> None:

@@ -19,7 +19,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from ..bindings import BindingStore
+from ..bindings import Binding, BindingStore
 from ..decide import Decision, DisclosureRecord, RequestHead, Rules, decide
 from ..http import HOP_BY_HOP, REASONS, connection_tokens, error_response, serialize_head
 from ..metrics import Metrics
@@ -336,9 +336,24 @@ class ClientConnection(asyncio.Protocol):
             return
         exchange = self.active = self.queue.popleft()
         self._pause_reading(False)
+        if self.gw.store.local:
+            self._decide(exchange, self.gw.store.get(self.client_ip))
+        else:
+            self.gw.loop.create_task(self._lookup_then_decide(exchange))
+
+    async def _lookup_then_decide(self, exchange: Exchange) -> None:
+        try:
+            binding = await self.gw.store.lookup(self.client_ip)
+        except Exception:  # an unreachable store means no identity, never a stalled request
+            log.exception("binding lookup failed; forwarding without identity")
+            binding = None
+        if not self.closed:
+            self._decide(exchange, binding)
+
+    def _decide(self, exchange: Exchange, binding: Binding | None) -> None:
         gw = self.gw
         decision = exchange.decision = decide(
-            exchange.head, gw.store.get(self.client_ip), gw.rules,
+            exchange.head, binding, gw.rules,
             switch_tripped=gw.switch_tripped(), now=gw.clock())
         self._count(decision)
         if not decision.forwarded:
