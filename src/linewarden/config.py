@@ -113,7 +113,33 @@ class LedgerSection(_Section):
 
 
 class StoreSection(_Section):
-    url: str = Field(default="memory://", pattern=r"^memory://$")
+    url: str = Field(default="memory://", pattern=r"^(memory://|rediss?://.+)$")
+
+
+# ---- [radius]: owned by the RADIUS/bindings work (issue #3); extend here.
+class RadiusClient(_Section):
+    address: str  # NAS address allowed to send accounting
+    secret: str = ""
+    secret_file: str = ""
+
+
+class RadiusSection(_Section):
+    listen: str = "127.0.0.1:1813"
+    secret: str = ""  # default shared secret for clients without their own
+    secret_file: str = ""
+    clients: list[RadiusClient] = []
+    interim_interval: float = Field(default=300.0, gt=0)
+    ttl: float = Field(default=0.0, ge=0)  # 0: 3 x interim_interval
+
+
+# ---- [canary]: owned by the canary/kill-switch work (issue #5); extend here.
+class CanarySection(_Section):
+    interval: float = Field(default=5.0, gt=0)
+    probe_ip: str = "127.0.0.9"
+    probe_msisdn: str = "447400900999"
+    control_urls: list[str] = []
+    expect_urls: dict[str, list[str]] = {}
+    webhook: str = ""
 
 
 class WebSection(_Section):
@@ -137,6 +163,8 @@ class ConfigModel(_Section):
     ledger: LedgerSection = LedgerSection()
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
+    radius: RadiusSection | None = None  # no section: no RADIUS listener
+    canary: CanarySection | None = None  # no section: no canary
     partners: list[Any] = []  # validated by policy.py, which knows partners
 
 
