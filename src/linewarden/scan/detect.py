@@ -219,6 +219,8 @@ class Detector:
             name_start = m.start(1)
             while name_start > 0 and lowered[name_start - 1] in _NAME_CHARS:
                 name_start -= 1
+            if name_start and _TOKEN_VALUE.match(chunk, name_start - 1):
+                continue  # inside a redaction token such as "[MSISDN:3f2a...]"
             raw_name = chunk[name_start:m.end(1)]
             if not self.is_identity_name(raw_name):
                 continue
@@ -346,12 +348,9 @@ class Detector:
             text = b"+" + text[2:]
         plus = text.startswith(b"+")
         digits = text.translate(None, _NOT_DIGITS).decode()
-        if plus:
-            key = "+" + digits
-        else:
-            key = self._form_key(digits)
-            if key is None:
-                return None
+        key = "+" + digits if plus else self._form_key(digits)
+        if key is None:
+            return None
         if key in self._memo:
             return self._memo[key]
         result = self._parse(key)
@@ -421,6 +420,9 @@ def _runs(chunk: bytes) -> Iterable[tuple[int, int]]:
             end -= 1
         while start < end and chunk[start] in b" -)":
             start += 1
+        # "word+447..." is a query string's space, not an international prefix.
+        if start < end and chunk[start] == 0x2B and start and chunk[start - 1] in _ALNUM:
+            start += 1
         # "%2B" is a URL-encoded "+": the run then starts at the "2B" we cut off.
         if start >= 3 and chunk[start - 3:start] in (b"%2B", b"%2b") and chunk[start] != 0x2B:
             start -= 3
@@ -432,7 +434,7 @@ def _free_standing(chunk: bytes, start: int, end: int) -> bool:
     """The run is a token of its own: not the tail of a word, hex id or hyphenated id."""
     if start > 0:
         prev = chunk[start - 1]
-        if prev in _ALNUM or prev == 0x2B:  # '+'
+        if prev in _ALNUM:
             return False
         if prev == 0x2D and start > 1 and chunk[start - 2] in _ALNUM:  # "id-123..." / UUID
             return False
