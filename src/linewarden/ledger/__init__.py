@@ -1,0 +1,140 @@
+"""The disclosure ledger: every disclosure recorded before it happens, tamper-evident.
+
+The proxy holds one `Ledger` (from `open_ledger` or `ledger_from_config`) and forwards a
+partner's claims only when `await ledger.record(decision.record)` returned True.
+
+    ledger = ledger_from_config(config)
+    await ledger.start()
+    ...
+    if decision.record is not None and not await ledger.record(decision.record):
+        withhold identity, count it
+    ...
+    await ledger.close()
+
+Backends, chain, reports and the CLI live in the submodules; this module imports none of
+them (nor sqlite3, psycopg or cryptography) until a function needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ..config import Config
+    from ..decide import DisclosureRecord
+    from .chain import Signer
+    from .store import Store
+    from .writer import LedgerWriter
+
+SIGNING_KEY_NAME = "ledger-signing.pem"  # in the state dir unless [ledger] signing_key_file
+
+__all__ = ["SIGNING_KEY_NAME", "Ledger", "ledger_from_config", "open_ledger", "open_store",
+           "signer_from_config", "trusted_keys_from_config"]
+
+
+class Ledger(Protocol):
+    async def start(self) -> None:
+        """Open the backend, create or migrate the schema, start the writer task."""
+
+    async def record(self, rec: DisclosureRecord) -> bool:
+        """True only once the row is committed; False, never an exception, when it is
+        not (queue full, backend failed, or no COMMIT within the writer's bound)."""
+
+    async def close(self) -> None:
+        """Commit what is queued, sign the chain head, stop."""
+
+
+def open_store(url: str, *, base: Path | None = None, must_exist: bool = False) -> Store:
+    """An unopened synchronous `Store` for `url` (call `.open()`); for reports and the CLI."""
+    base = Path.cwd() if base is None else base
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore, sqlite_path
+
+        return SQLiteStore(sqlite_path(url, base), must_exist=must_exist)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(f"unsupported ledger url '{_redact(url)}': use sqlite:///path or "
+                     "postgresql://...")
+
+
+def open_ledger(url: str, *, key: bytes, instance_id: str, base: Path | None = None,
+                signing_key_file: Path | None = None, **options: Any) -> LedgerWriter:
+    """The writer for one gateway instance. `options` go to `LedgerWriter` (queue_max,
+    batch_max, commit_bound, ...). The signing key defaults to
+    `<base>/.linewarden/ledger-signing.pem`, generated on first use."""
+    from .chain import Signer
+    from .writer import LedgerWriter
+
+    if not key:
+        # Without a secret key, subscriber keys would be plain hashes of phone numbers,
+        # which anyone can reverse by hashing the whole numbering plan.
+        raise ValueError("the ledger key is empty")
+    if not instance_id:
+        raise ValueError("the instance id is empty")
+    base = Path.cwd() if base is None else base
+    store = open_store(url, base=base)
+    signer = Signer.load_or_create(signing_key_file or base / ".linewarden" / SIGNING_KEY_NAME)
+    return LedgerWriter(lambda: _fresh(store), instance_id, signer=signer, **options)
+
+
+def _fresh(template: Store) -> Store:
+    """A new store like `template` for each (re)connection: one per worker thread."""
+    import copy
+
+    return copy.copy(template)
+
+
+def ledger_from_config(config: Config) -> LedgerWriter:
+    """`open_ledger` with everything the config says."""
+    from .store import CheckpointPolicy
+    from .writer import BATCH_MAX, QUEUE_MAX
+
+    section = config.ledger
+    policy = CheckpointPolicy()
+    return open_ledger(
+        section.url, key=config.ledger_key(), instance_id=config.proxy.instance_id,
+        base=config.base, signing_key_file=_signing_key_path(config),
+        queue_max=int(getattr(section, "queue_max", QUEUE_MAX)),
+        batch_max=int(getattr(section, "batch_max", BATCH_MAX)),
+        checkpoints=CheckpointPolicy(
+            every_rows=int(getattr(section, "checkpoint_every", policy.every_rows)),
+            every_seconds=float(getattr(section, "checkpoint_seconds", policy.every_seconds))))
+
+
+def _signing_key_path(config: Config) -> Path:
+    name = str(getattr(config.ledger, "signing_key_file", "") or "")
+    return config.resolve_path(name) if name else config.state_dir / SIGNING_KEY_NAME
+
+
+def signer_from_config(config: Config) -> Signer:
+    from .chain import Signer
+
+    return Signer.load_or_create(_signing_key_path(config))
+
+
+def trusted_keys_from_config(config: Config) -> dict[str, Ed25519PublicKey]:
+    """Keys whose checkpoints `verify` accepts: this config's signing key, plus
+    `[ledger] trusted_keys` (base64 public keys of the other gateway instances)."""
+    from .chain import key_id, parse_public_key
+
+    own = signer_from_config(config)
+    keys = {own.key_id: own.public}
+    for text in getattr(config.ledger, "trusted_keys", []) or []:
+        public = parse_public_key(str(text))
+        keys[key_id(public)] = public
+    return keys
+
+
+def _redact(url: str) -> str:
+    """A URL for an error message, without its password."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
