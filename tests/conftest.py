@@ -1,0 +1,72 @@
+"""Shared fixtures: the echo origin, the TLS origin and the gateway subprocess.
+
+The classes live in `lwtest.py` (a plain module, importable from any test directory:
+pytest swaps `conftest` modules in sys.modules as it collects, so tests never import this
+file by name).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lwtest import Gateway, Origin, TlsOrigin, start_gateway
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[Origin]:
+    server = Origin().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsOrigin]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("tls.test", "127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ca_pem = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    server = Origin(tls=ctx).start()
+    try:
+        yield TlsOrigin(server, ca_pem)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway with custom options (stopped after the test)."""
+    started: list[Gateway] = []
+
+    def make(name: str = "gw", **options: Any) -> Gateway:
+        gw = start_gateway(tmp_path / name, options.pop("origin_port", origin.port), **options)
+        started.append(gw)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            gw.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, origin: Origin,
+            tls_origin: TlsOrigin) -> Iterator[Gateway]:
+    """The shared gateway: default timeouts, the default partners, TLS port allowed."""
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), origin.port,
+                       tls_port=tls_origin.port)
+    try:
+        yield gw
+    finally:
+        gw.stop()
