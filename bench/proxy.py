@@ -1,0 +1,479 @@
+"""Proxy benchmark: wrk → (linewarden →) nginx, req/s and p50/p99 latency.
+
+    .venv/bin/python bench/proxy.py            # 5 rounds x 10 s per scenario
+    .venv/bin/python bench/proxy.py --quick    # 3 rounds x 3 s
+    .venv/bin/python bench/proxy.py --profile  # then py-spy the gateway (bench/.venv-tools)
+
+Three scenarios, rounds interleaved (A B C A B C ...) because the machine is shared:
+
+  direct     wrk → nginx (origin-form)
+  partner    wrk → linewarden → nginx, absolute-form to `partner.test` (enriched, recorded)
+  other      wrk → linewarden → nginx, absolute-form to `other.test` (stripped only)
+
+wrk runs 1 thread, 50 keep-alive connections, pinned to CPU 1; the gateway and nginx (one
+worker) are pinned to CPU 0. Before measuring, curl checks through the proxy that the partner
+host answers 200, that the partner gets the configured header and the other host none, and that
+forged `X-Msisdn` / `X_MSISDN` never reach nginx. Results: a markdown table on stdout and in
+`bench/results/proxy.md`. Every process started here is stopped by PID, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # bench/ is not a package; run as a script
+    WRK_DONE_LUA,
+    Procs,
+    WrkResult,
+    cpu_model,
+    free_port,
+    median,
+    pinned,
+    run_wrk,
+    tool_version,
+    wait_port,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "proxy.md"
+PROFILES = REPO / "bench" / "results"
+PY_SPY = REPO / "bench" / ".venv-tools" / "bin" / "py-spy"
+MSISDN = "447400900123"
+TARGET = 0.50
+SERVER_CPU = 0  # gateway and nginx
+CLIENT_CPU = 1  # wrk
+# ~600 bytes, the size of a small API answer or a redirect page.
+BODY = ("linewarden benchmark origin. " * 21)[:599] + "\n"
+USER_AGENT = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/126 Mobile"
+
+
+@dataclass
+class Scenario:
+    name: str
+    label: str
+    url: str  # what wrk connects to
+    path: str  # request target: origin-form or absolute-form
+    host: str
+    rounds: list[WrkResult] = field(default_factory=list)
+
+    def lua(self) -> str:
+        return "\n".join([
+            'wrk.method = "GET"',
+            f'wrk.path = "{self.path}"',
+            f'wrk.headers["Host"] = "{self.host}"',
+            f'wrk.headers["User-Agent"] = "{USER_AGENT}"',
+            'wrk.headers["Accept"] = "text/html,application/json;q=0.9,*/*;q=0.8"',
+            WRK_DONE_LUA,
+        ])
+
+
+def nginx_conf(prefix: Path, port: int) -> str:
+    body = BODY.replace("\\", "\\\\").replace('"', '\\"')
+    return f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    # Let forged underscore spellings reach $http_x_msisdn, as CGI/PHP back ends would.
+    underscores_in_headers on;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = /__echo {{
+            return 200 "cli=$http_x_up_calling_line_id;msisdn=$http_x_msisdn;\\n";
+        }}
+        location / {{
+            return 200 "{body}";
+        }}
+    }}
+}}
+"""
+
+
+def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str) -> str:
+    return f"""
+state_dir = "{tmp}/state"
+
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+instance_id = "bench"
+
+[proxy.resolve]
+"partner.test" = "{origin}"
+"other.test" = "{origin}"
+
+[identity]
+operator = "234-10"
+pseudonym_secret = "bench-only-secret"
+
+[[bindings]]
+ip = "127.0.0.1"
+msisdn = "{MSISDN}"
+
+[ledger]
+url = "sqlite:///{tmp}/ledger.db"
+
+[web]
+listen = "127.0.0.1:{web_port}"
+
+[[partners]]
+id = "bench-partner"
+purpose = "billing"
+hosts = ["partner.test"]
+allow_raw_msisdn = true
+[partners.headers]
+X-Up-Calling-Line-Id = "msisdn"
+"""
+
+
+def start_nginx(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_conf(prefix, port))
+    log = (prefix / "nginx-stderr.log").open("wb")
+    proc = procs.start(pinned(SERVER_CPU, ["nginx", "-e", str(prefix / "nginx-error.log"),
+                                           "-c", str(conf), "-p", str(prefix)]),
+                       stdout=log, stderr=log)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        raise RuntimeError("nginx did not start:\n"
+                           + (prefix / "nginx-stderr.log").read_text(errors="replace")
+                           + (prefix / "nginx-error.log").read_text(errors="replace")) from None
+    return proc, port
+
+
+def start_gateway(procs: Procs, tmp: Path, origin: str
+                  ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    proxy_port, web_port = free_port(), free_port()
+    while web_port == proxy_port:
+        web_port = free_port()
+    conf = tmp / "linewarden.toml"
+    conf.write_text(gateway_conf(tmp, proxy_port, web_port, origin))
+    out_path, err_path = tmp / "gateway-stdout.log", tmp / "gateway-stderr.log"
+    proc = procs.start(
+        pinned(SERVER_CPU, [str(REPO / ".venv" / "bin" / "linewarden"), "serve",
+                            "--config", str(conf)]),
+        stdout=out_path.open("wb"), stderr=err_path.open("wb"), cwd=str(tmp))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"linewarden exited with {proc.returncode}:\n"
+                               + out_path.read_text(errors="replace")
+                               + err_path.read_text(errors="replace"))
+        if any("proxy" in line for line in out_path.read_text(errors="replace").splitlines()):
+            wait_port(proxy_port)
+            return proc, proxy_port, err_path
+        time.sleep(0.05)
+    raise RuntimeError("linewarden printed no banner within 30 s:\n"
+                       + out_path.read_text(errors="replace")
+                       + err_path.read_text(errors="replace"))
+
+
+def curl(*args: str) -> tuple[int, str]:
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}",
+                          *args], capture_output=True, text=True, timeout=15)
+    body, _, code = out.stdout.rpartition("\n")
+    if out.returncode != 0:
+        return 0, out.stderr.strip()
+    return int(code or 0), body
+
+
+def checks(origin_port: int, proxy_port: int) -> list[tuple[str, bool, str]]:
+    """(what, passed, detail) for each pre-flight check."""
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    forged = ["-H", "X-Msisdn: 447400900999", "-H", "X_MSISDN: 447400900998",
+              "-H", "X-Up-Calling-Line-Id: 447400900997"]
+    results: list[tuple[str, bool, str]] = []
+
+    code, body = curl(f"http://127.0.0.1:{origin_port}/")
+    results.append(("direct: nginx answers 200 with the ~600-byte body",
+                    code == 200 and body == BODY, f"status {code}, {len(body)} bytes"))
+    code, body = curl("-x", proxy, "http://partner.test/")
+    results.append(("proxy → partner.test reaches nginx (200, same body)",
+                    code == 200 and body == BODY, f"status {code}"))
+    code, body = curl("-x", proxy, "http://other.test/")
+    results.append(("proxy → other.test reaches nginx (200, same body)",
+                    code == 200 and body == BODY, f"status {code}"))
+    code, body = curl("-x", proxy, *forged, "http://partner.test/__echo")
+    body = body.strip()
+    want = f"cli={MSISDN};msisdn=;"
+    results.append(("partner.test gets X-Up-Calling-Line-Id = the binding's MSISDN; "
+                    "forged X-Msisdn/X_MSISDN/X-Up-Calling-Line-Id stripped",
+                    code == 200 and body == want, f"status {code}, origin saw {body!r}"))
+    code, body = curl("-x", proxy, *forged, "http://other.test/__echo")
+    body = body.strip()
+    want = "cli=;msisdn=;"
+    results.append(("other.test gets no identity; forged headers stripped",
+                    code == 200 and body == want, f"status {code}, origin saw {body!r}"))
+    return results
+
+
+def fmt_ms(us: float) -> str:
+    return f"{us / 1000:.2f} ms"
+
+
+def table(scenarios: list[Scenario]) -> str:
+    direct = median([r.rps for r in scenarios[0].rounds])
+    lines = ["| scenario | req/s (median) | req/s min-max | p50 latency | p99 latency "
+             "| vs direct | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for sc in scenarios:
+        rps = [r.rps for r in sc.rounds]
+        errors = sum(r.error_count for r in sc.rounds)
+        ratio = median(rps) / direct if direct else 0.0
+        lines.append(f"| {sc.label} | {median(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
+                     f"| {fmt_ms(median([r.p50_us for r in sc.rounds]))} "
+                     f"| {fmt_ms(median([r.p99_us for r in sc.rounds]))} "
+                     f"| {ratio:.0%} | {errors} |")
+    return "\n".join(lines)
+
+
+def rounds_table(scenarios: list[Scenario]) -> str:
+    lines = ["| round | " + " | ".join(sc.name for sc in scenarios) + " |",
+             "|---:|" + "---:|" * len(scenarios)]
+    for i in range(len(scenarios[0].rounds)):
+        cells = [f"{sc.rounds[i].rps:,.0f} req/s, p99 {fmt_ms(sc.rounds[i].p99_us)}"
+                 for sc in scenarios if i < len(sc.rounds)]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def profile(procs: Procs, gateway_pid: int, scenario: Scenario, script: Path, seconds: float,
+            connections: int, tmp: Path) -> Path | None:
+    """py-spy the gateway while wrk loads it; top functions to bench/results/profile-*.txt."""
+    if not PY_SPY.exists():
+        print(f"profile: {PY_SPY} missing; create it with:\n"
+              f"  python3 -m venv bench/.venv-tools && bench/.venv-tools/bin/pip install py-spy",
+              file=sys.stderr)
+        return None
+    raw = tmp / f"profile-{scenario.name}.raw"
+    spy = procs.start(pinned(CLIENT_CPU, [str(PY_SPY), "record", "--pid", str(gateway_pid),
+                                          "--duration", f"{seconds + 1:g}", "--rate", "250",
+                                          "--format", "raw", "--function", "--native",
+                                          "--nonblocking", "--output", str(raw)]),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    result = run_wrk(procs, scenario.url, script, seconds=seconds, connections=connections,
+                     threads=1, cpu=CLIENT_CPU)
+    try:
+        spy.wait(seconds + 20)
+    finally:
+        procs.stop(spy)
+    if not raw.exists():
+        print(f"profile: py-spy wrote nothing for {scenario.name}", file=sys.stderr)
+        return None
+    out = PROFILES / f"profile-{scenario.name}.txt"
+    out.write_text(summarize_profile(raw, scenario, result))
+    return out
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames: "function (path/to/file.py:line)"; keep the path from src/ or
+    # site-packages/ on so the table reads as file:function.
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("/src/", "/site-packages/", "/lib/python3"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    path = where.rsplit(":", 1)[0]
+    return f"{path}:{name}" if path else name
+
+
+def summarize_profile(raw: Path, scenario: Scenario, result: WrkResult, top: int = 30) -> str:
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for name in set(frames):
+            total[name] = total.get(name, 0) + count
+
+    def rows(counts: dict[str, int]) -> list[str]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [f"{100 * n / samples:6.1f}%  {name}" for name, n in ranked]
+
+    head = (f"py-spy (--native --function, 250 Hz) of the gateway, scenario {scenario.name}, "
+            f"{samples} samples; load {result.rps:,.0f} req/s during the profile\n")
+    return "\n".join([head, "self time:", *rows(own), "", "inclusive time:", *rows(total), ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="3 rounds x 3 s per scenario")
+    ap.add_argument("--rounds", type=int, help="rounds per scenario (default 5; quick 3)")
+    ap.add_argument("--seconds", type=float, help="seconds per round (default 10; quick 3)")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--profile", action="store_true",
+                    help="after measuring, py-spy the gateway for 10 s per proxied scenario")
+    ap.add_argument("--output", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    if rounds < 3:
+        ap.error("--rounds must be at least 3 (the median needs them)")
+    for tool in ("wrk", "nginx", "curl", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found; run `make debs` (Debian packages curl wrk nginx-light)",
+                  file=sys.stderr)
+            return 2
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="linewarden-bench-"))
+    try:
+        return run(args, procs, tmp, rounds, seconds)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything this benchmark started", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds: float) -> int:
+    started = dt.datetime.now(dt.UTC)
+    _nginx, origin_port = start_nginx(procs, tmp)
+    origin = f"127.0.0.1:{origin_port}"
+    gateway, proxy_port, gateway_log = start_gateway(procs, tmp, origin)
+    print(f"nginx on {origin} (pid {_nginx.pid}), linewarden proxy on 127.0.0.1:{proxy_port} "
+          f"(pid {gateway.pid}); both on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}")
+
+    results = checks(origin_port, proxy_port)
+    for what, ok, detail in results:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what} ({detail})")
+    if not results[1][1]:
+        print("the proxy does not reach the origin; not measuring", file=sys.stderr)
+        return 1
+
+    proxy_url = f"http://127.0.0.1:{proxy_port}"
+    scenarios = [
+        Scenario("direct", "direct to nginx", f"http://{origin}", "/", "origin.test"),
+        Scenario("partner", "linewarden → partner host (enriched)", proxy_url,
+                 "http://partner.test/", "partner.test"),
+        Scenario("other", "linewarden → non-partner host (stripped)", proxy_url,
+                 "http://other.test/", "other.test"),
+    ]
+    scripts = {}
+    for sc in scenarios:
+        scripts[sc.name] = tmp / f"{sc.name}.lua"
+        scripts[sc.name].write_text(sc.lua())
+
+    def load(sc: Scenario, secs: float) -> WrkResult:
+        return run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
+                       connections=args.connections, threads=1, cpu=CLIENT_CPU)
+
+    for sc in scenarios:  # warm-up: connections, pools, caches; not counted
+        load(sc, 2)
+    for i in range(rounds):
+        for sc in scenarios:
+            res = load(sc, seconds)
+            sc.rounds.append(res)
+            print(f"  round {i + 1}/{rounds} {sc.name:8} {res.rps:10,.0f} req/s  "
+                  f"p50 {fmt_ms(res.p50_us)}  p99 {fmt_ms(res.p99_us)}"
+                  + (f"  errors {res.errors}" if res.error_count else ""), flush=True)
+    if gateway.poll() is not None:
+        print(f"linewarden exited during the run ({gateway.returncode})", file=sys.stderr)
+
+    ratio = median([r.rps for r in scenarios[1].rounds]) / median(
+        [r.rps for r in scenarios[0].rounds])
+    log_bytes = gateway_log.stat().st_size
+    command = ".venv/bin/python bench/proxy.py" + (
+        " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    report = "\n".join([
+        "# Proxy benchmark",
+        "",
+        f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} UTC, commit `{commit}`.",
+        "",
+        table(scenarios),
+        "",
+        f"Partner host through linewarden: **{ratio:.0%} of direct-to-origin req/s** — "
+        + (f"meets the ≥ {TARGET:.0%} target." if ratio >= TARGET
+           else f"**below the ≥ {TARGET:.0%} target**."),
+        "",
+        "## Setup",
+        "",
+        f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores "
+        "available; shared, noisy VM.",
+        f"- Pinning: linewarden (one process, one event loop) and nginx (1 worker) on "
+        f"CPU {SERVER_CPU}; wrk on CPU {CLIENT_CPU} (`taskset -c`). In the proxied scenarios "
+        "nginx shares CPU 0 with the gateway; in the direct one it has CPU 0 alone.",
+        f"- Load: `wrk -t1 -c{args.connections} -d{seconds:g}s` with a Lua script "
+        "(absolute-form `GET http://partner.test/` or `http://other.test/` through the proxy, "
+        "origin-form `GET /` direct), keep-alive, Host, User-Agent and Accept headers; "
+        f"{rounds} rounds per scenario, interleaved (direct, partner, other, direct, …) after "
+        "a 2 s warm-up each. Table: medians over rounds.",
+        f"- Origin: {tool_version(['nginx', '-v'])}, `return 200` with a {len(BODY)}-byte "
+        "body, access_log off.",
+        f"- Client: {tool_version(['wrk', '-v'])}.",
+        f"- Gateway: `linewarden serve` (Python {sys.version.split()[0]}, uvloop, httptools), "
+        "one `[[bindings]]` for 127.0.0.1, one partner (`partner.test`, raw "
+        "`X-Up-Calling-Line-Id`); disclosures go to the service's recorder "
+        f"({log_bytes / 1e6:,.1f} MB of gateway log written during the run).",
+        "",
+        "## Pre-flight checks (curl through the proxy)",
+        "",
+        *[f"- {'ok' if ok else '**FAIL**'}: {what} ({detail})" for what, ok, detail in results],
+        "",
+        "## Every round",
+        "",
+        rounds_table(scenarios),
+        "",
+    ])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print()
+    print(table(scenarios))
+    print(f"\npartner / direct = {ratio:.0%} (target ≥ {TARGET:.0%}); written to {args.output}")
+
+    if args.profile:
+        for sc in scenarios[1:]:
+            out = profile(procs, gateway.pid, sc, scripts[sc.name], 10.0, args.connections, tmp)
+            if out:
+                print(f"profile of {sc.name}: {out}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
