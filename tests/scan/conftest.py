@@ -11,11 +11,14 @@ from .corpus import Label, build
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args: str, stdin: bytes | None = None, **kw: object) -> subprocess.CompletedProcess[bytes]:
+def run_cli(
+    *args: str, stdin: bytes | None = None, **kw: object
+) -> subprocess.CompletedProcess[bytes]:
     """The scan command end to end, in its own process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "linewarden.scan.cli", *args],
-        input=stdin, capture_output=True, timeout=120, cwd=REPO, check=False, **kw,  # type: ignore[arg-type]
+        input=stdin, capture_output=True, timeout=120, cwd=REPO, check=False,
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -103,7 +103,9 @@ def test_imsi_and_imei() -> None:
     assert not is_imei("352099001761482")
     assert is_imsi("234150123456789") and not is_imsi("999150123456789")
     hits = found(b"dev 35-209900-176148-1 sim 234150123456789")
-    assert [(k, v) for k, v, _, _ in hits] == [("imei", "352099001761481"), ("imsi", "234150123456789")]
+    assert [(k, v) for k, v, _, _ in hits] == [
+        ("imei", "352099001761481"), ("imsi", "234150123456789")
+    ]
 
 
 def test_regions_enable_national_forms() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -49,7 +50,7 @@ def test_split_ranges_are_newline_aligned_and_cover_the_file(tmp_path: Path) -> 
     assert len(ranges) > 1
     assert ranges[0][0] == 0 and ranges[-1][1] == p.stat().st_size
     data = p.read_bytes()
-    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(ranges):
         assert end == start and data[end - 1:end] == b"\n"
 
 
