@@ -318,8 +318,19 @@ class ClientConnection(asyncio.Protocol):
     def _broken(self, status: int, message: str) -> None:
         self.broken = (status, message)
         self._pause_reading(True)
-        if self.active is None:
+        active = self.active
+        if active is None:
             self._fail_and_close(status, message)
+        elif active is self.receiving:
+            # The error is inside the body we are forwarding (e.g. a bad chunk size): the
+            # upstream holds half a request and will never get the rest, so waiting for its
+            # answer would hang. Cut it (the origin never sees a whole request) and answer now.
+            if active.upstream is not None:
+                active.upstream.detach()
+            if active.response_started:
+                self.abort()
+            else:
+                self._fail_and_close(status, message)
 
     # ------------------------------------------------------------ decide and forward
 
