@@ -36,6 +36,33 @@ class Metrics:
                                  "Time from request head to response end", registry=r,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
                                           2.5, 5, 10))
+        # ---- canary, kill switch and alerts (issue 5)
+        self.killswitch_tripped = Gauge("linewarden_killswitch_tripped",
+                                        "1 while no identity is disclosed (kill switch)",
+                                        registry=r)
+        self.killswitch_shared_unreachable = Gauge(
+            "linewarden_killswitch_shared_unreachable",
+            "1 while the shared kill switch state (Redis) cannot be confirmed", registry=r)
+        self.killswitch_changes = Counter("linewarden_killswitch_changes",
+                                          "Kill switch changes applied here, by action",
+                                          ["action"], registry=r)
+        self.canary_rounds = Counter("linewarden_canary_rounds", "Canary rounds, by outcome",
+                                     ["outcome"], registry=r)
+        self.canary_last = Gauge("linewarden_canary_last_outcome",
+                                 "1 for the outcome of the last canary round, 0 for the others",
+                                 ["outcome"], registry=r)
+        self.canary_last_time = Gauge("linewarden_canary_last_round_timestamp_seconds",
+                                      "When the last canary round finished", registry=r)
+        self.canary_round_seconds = Histogram("linewarden_canary_round_seconds",
+                                              "Duration of a canary round", registry=r,
+                                              buckets=(.005, .01, .025, .05, .1, .25, .5, 1,
+                                                       2.5, 5, 10))
+        self.alert_active = Gauge("linewarden_alert_active",
+                                  "1 while an alert of this kind is raised", ["kind"],
+                                  registry=r)
+        self.webhook_deliveries = Counter("linewarden_alert_webhook_deliveries",
+                                          "Alert webhook POSTs, by result", ["result"],
+                                          registry=r)
         self._cache: dict[tuple[str, ...], Counter] = {}
 
     def count(self, counter: Counter, *labels: str, amount: int = 1) -> None:
