@@ -33,6 +33,8 @@ IDENTITY_SUFFIXES: tuple[str, ...] = (
 # PHP and nginx fold into `-`, so a name using them is an alias waiting to be exploited.
 _SAFE_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
+_SAFE_NAME_BYTES = bytes(sorted(_SAFE_NAME_CHARS))
+
 # RFC 9110 §5.6.2 tchar: anything else in a field name is not a valid token.
 TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -54,7 +56,7 @@ def is_token(name: bytes | str) -> bool:
 
 def has_alias_chars(name: bytes) -> bool:
     """True if the name uses anything but letters, digits and `-` (e.g. `_`, `.`, `~`)."""
-    return not all(c in _SAFE_NAME_CHARS for c in name)
+    return bool(name.translate(None, _SAFE_NAME_BYTES))  # C-speed: runs for every header
 
 
 class IdentityNames:
