@@ -18,7 +18,7 @@ from .bindings import Binding
 from .claims import Secrets, render, subscriber_key
 from .http import HOP_BY_HOP, connection_tokens
 from .names import IdentityNames, has_alias_chars
-from .policy import Partner, Policy, normalise_host
+from .policy import Partner, Policy, matchable_path, normalise_host
 
 # The token this gateway adds to Via (RFC 9110 §7.6.3); seeing it on input means a loop.
 VIA_TOKEN = b"linewarden"
@@ -246,19 +246,8 @@ def _destination(head: RequestHead, f: _Fields
         return reject(400, "invalid host name")
     port = url.port or 80
     host_value = host.encode() if port == 80 else f"{host}:{port}".encode()
-    path = _matchable_path(raw_path)
+    path = matchable_path(raw_path)
     return Destination(host, port, mode), origin_target, host_value, path
-
-
-def _matchable_path(raw: bytes) -> str | None:
-    """The path for partner `paths` matching, or None if it could mean something else
-    to the origin (dot segments, encoded '/', '.' or '%'): then path-scoped partners fail
-    closed rather than guess how the origin normalises."""
-    if b"%" in raw or b"\\" in raw or b"//" in raw or not raw.isascii():
-        return None
-    if any(seg in (b".", b"..") for seg in raw.split(b"/")):
-        return None
-    return raw.decode("ascii")
 
 
 def _connect(head: RequestHead, settings: Settings) -> Decision:

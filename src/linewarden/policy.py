@@ -109,6 +109,17 @@ def path_within(path: str, prefix: str) -> bool:
     return path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
+def matchable_path(raw: bytes) -> str | None:
+    """The path for partner `paths` matching, or None if it could mean something else
+    to the origin (dot segments, encoded '/', '.' or '%'): then path-scoped partners fail
+    closed rather than guess how the origin normalises."""
+    if b"%" in raw or b"\\" in raw or b"//" in raw or not raw.isascii():
+        return None
+    if any(seg in (b".", b"..") for seg in raw.split(b"/")):
+        return None
+    return raw.decode("ascii")
+
+
 # ---------------------------------------------------------------- hosts
 
 def normalise_host(host: str) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import ClaimSpec, Partner, Policy, normalise_host
+from .policy import ClaimSpec, Partner, Policy, matchable_path, normalise_host
 
 PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
            "age_over_18": "yes/no answer", "operator": "network code (not personal)"}
@@ -56,7 +56,8 @@ def explain(policy: Policy, host: str, *, path: str = "/", port: int = 80,
     if name is None:
         return Explanation(host, port, path, None, "not a valid host name")
     candidates = policy.matcher.candidates(name)
-    partner = policy.matcher.match(name, port, path, now)
+    # The same path rule as the gateway: ambiguous paths never match path-scoped partners.
+    partner = policy.matcher.match(name, port, matchable_path(path.encode()), now)
     if partner is not None:
         where = f"{policy.source}:{partner.line}" if partner.line else policy.source
         return Explanation(name, port, path, partner, f"matches (defined at {where})")
