@@ -134,12 +134,50 @@ class RadiusSection(_Section):
 
 # ---- [canary]: owned by the canary/kill-switch work (issue #5); extend here.
 class CanarySection(_Section):
-    interval: float = Field(default=5.0, gt=0)
-    probe_ip: str = "127.0.0.9"
-    probe_msisdn: str = "447400900999"
-    control_urls: list[str] = []
-    expect_urls: dict[str, list[str]] = {}
-    webhook: str = ""
+    interval: float = Field(default=5.0, gt=0)  # seconds between rounds (issue 5: 5 s)
+    timeout: float = Field(default=3.0, gt=0)  # per probe request; capped at `interval`
+    probe_ip: str = "127.0.0.9"  # a local address reserved for the probe subscriber
+    probe_msisdn: str = "447400900999"  # a test number that is nobody's
+    control_urls: list[str] = []  # empty: the gateway's own checker, via the proxy
+    expect_urls: dict[str, list[str]] = {}  # partner id -> URLs that must get its claims
+    webhook: str = ""  # alerts are POSTed here as JSON (docs/canary.md)
+
+    @field_validator("probe_ip")
+    @classmethod
+    def _probe_ip(cls, v: str) -> str:
+        return str(ipaddress.ip_address(v))
+
+    @field_validator("probe_msisdn")
+    @classmethod
+    def _probe_msisdn(cls, v: str) -> str:
+        if not is_possible_msisdn(v):
+            raise ValueError(f"'{v}' is not a possible E.164 number (e.g. 447400900999)")
+        return v.lstrip("+")
+
+    @field_validator("control_urls")
+    @classmethod
+    def _control_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith("http://"):
+                raise ValueError(f"'{url}': control URLs must be http:// (an https request "
+                                 "is a blind tunnel the gateway never enriches)")
+        return v
+
+    @field_validator("expect_urls")
+    @classmethod
+    def _expect_urls(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for partner, urls in v.items():
+            for url in urls:
+                if not url.startswith("http://"):
+                    raise ValueError(f"expect_urls '{partner}': '{url}' must be http://")
+        return v
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"'{v}': the webhook must be an http:// or https:// URL")
+        return v
 
 
 class WebSection(_Section):
