@@ -188,7 +188,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self._final and not self.head_request:
+        # llhttp ends a 101 "message" here and then raises HttpParserUpgrade: finishing now
+        # would close the client before data_received hands both sides over as a tunnel.
+        if self._final and not self.head_request and self.parser.get_status_code() != 101:
             self._finish(reusable=self.parser.should_keep_alive())
 
     def _finish(self, reusable: bool) -> None:
