@@ -328,10 +328,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def gateway_config(directory: Path, origin_port: int, *, proxy_port: int, web_port: int,
-                   tls_port: int | None = None, proxy_extra: str = "", web_extra: str = "",
+                   tls_port: int | None = None, connect_ports: list[int] | None = None,
+                   proxy_extra: str = "", web_extra: str = "",
                    partners: str = DEFAULT_PARTNERS, extra: str = "") -> str:
     dead_port = free_port()  # nothing listens there: "upstream down"
-    connect_ports = [443] + ([tls_port] if tls_port else [])
+    connect_ports = [443, *([tls_port] if tls_port else []), *(connect_ports or [])]
     return f"""
 state_dir = "{directory}/state"
 
