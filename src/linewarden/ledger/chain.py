@@ -243,7 +243,7 @@ def verify_instance(instance_id: str, rows: Iterable[StoredRow],
                 missing = (f"{purged_to + 1}..{f.seq - 1}" if purged_to + 1 < f.seq - 1
                            else str(f.seq - 1))
                 return fail("deleted", f.seq, row.id,
-                            f"rows seq {missing} are missing before the first row and no "
+                            f"row(s) seq {missing} missing before the first row, and no "
                             "signed purge checkpoint covers them")
             expected_prev = ZERO_HASH if f.seq == 1 else row.prev_hash
             for cp in by_seq.get(f.seq - 1, ()):
@@ -262,6 +262,16 @@ def verify_instance(instance_id: str, rows: Iterable[StoredRow],
             return fail("deleted", expected_seq, None,
                         f"row(s) seq {missing} missing before row id {row.id}")
         if row_hash(row.prev_hash, f) != row.row_hash:
+            # Renumbered to make room for an inserted row, or to close a deleted one's gap?
+            if row_hash(row.prev_hash, f._replace(seq=f.seq - 1)) == row.row_hash and (
+                    prev is not None and row.prev_hash != prev.row_hash):
+                return fail("inserted", prev.fields.seq, prev.id,
+                            f"row id {prev.id} was inserted; the rows after it were "
+                            "renumbered")
+            if row_hash(row.prev_hash, f._replace(seq=f.seq + 1)) == row.row_hash:
+                return fail("deleted", f.seq, None,
+                            f"the row seq {f.seq} was deleted; the rows after it were "
+                            "renumbered")
             return fail("altered", f.seq, row.id,
                         "the row's content does not match its hash")
         if row.prev_hash != expected_prev:

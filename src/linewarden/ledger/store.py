@@ -152,7 +152,7 @@ class Store(ABC):
         cur = self._conn.cursor()
         try:
             cur.execute(self.sql(text), tuple(params))
-            return list(cur.fetchall())
+            return list(cur.fetchall()) if cur.description is not None else []
         finally:
             cur.close()
 
