@@ -314,3 +314,16 @@ def build_bytes(target: int, seed: int = 1) -> bytes:
     while len(out) < target:
         out += next(gen).text
     return bytes(out)
+
+
+def build_to(target: int, seed: int = 1) -> tuple[bytes, list[Label]]:
+    """About `target` bytes of labeled corpus."""
+    out = bytearray()
+    labels: list[Label] = []
+    gen = Corpus(seed).records()
+    while len(out) < target:
+        rec = next(gen)
+        base = len(out)
+        out += rec.text
+        labels.extend(Label(base + lb.start, base + lb.end, lb.kind, lb.value) for lb in rec.labels)
+    return bytes(out), labels
