@@ -9,6 +9,13 @@ from typing import Protocol
 
 import phonenumbers
 
+# Profile facts travel to the decision core inside `Binding.attributes` under these keys
+# (see profiles.py): "true"/"false", and the partner ids the subscriber opted out of,
+# separated by spaces, or "*" for every partner.
+AGE_OVER_18 = "age_over_18"
+OPT_OUT = "opt_out"
+OPT_OUT_ALL = "*"
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -22,21 +29,54 @@ class Binding:
     def live(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
 
+    def opted_out(self, partner_id: str) -> bool:
+        """The subscriber refused disclosures to this partner (or to every partner)."""
+        value = self.attributes.get(OPT_OUT, "")
+        if not value:
+            return False
+        ids = value.split()
+        return OPT_OUT_ALL in ids or partner_id in ids
+
 
 class BindingStore(Protocol):
-    """What the data plane needs: one lookup per request, and the admin writes.
+    """What the data plane, the RADIUS listener and the admin API need.
 
     A `local` store answers `get()` from memory, without awaiting; a shared store (Redis)
     sets `local = False` and the data plane awaits `lookup()` instead, which must return
-    None (fail closed) rather than raise when the backend is unreachable."""
+    None (fail closed) rather than raise when the backend is unreachable. Writes raise
+    when they could not be stored, so the RADIUS listener leaves the NAS unanswered and
+    the NAS retransmits (RFC 2866 §2: no response means "retry")."""
 
     local: bool
 
     def get(self, ip: str) -> Binding | None: ...
     async def lookup(self, ip: str) -> Binding | None: ...
-    def put(self, binding: Binding) -> None: ...
-    def delete(self, ip: str) -> bool: ...
+
+    async def write(self, binding: Binding) -> None:
+        """Create or replace the binding for `binding.ip` (Start, admin, static)."""
+        ...
+
+    async def refresh(self, binding: Binding) -> bool:
+        """Interim-Update: refresh the same session, or create it if the address has no
+        binding. Another session on the address is a conflict: the binding is removed
+        (fail closed) and False returned."""
+        ...
+
+    async def remove(self, ip: str, session_id: str | None = None) -> bool:
+        """Delete; with `session_id`, only if the binding is still that session (Stop)."""
+        ...
+
+    async def drop_source(self, source: str) -> int:
+        """Accounting-On/Off: remove every binding this NAS created."""
+        ...
+
+    async def listing(self, limit: int) -> list[Binding]:
+        """Up to `limit` bindings, for the admin API (order unspecified)."""
+        ...
+
     def count(self) -> int: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def is_possible_msisdn(value: str) -> bool:
@@ -48,3 +88,8 @@ def is_possible_msisdn(value: str) -> bool:
         return bool(phonenumbers.is_possible_number(phonenumbers.parse("+" + digits)))
     except phonenumbers.NumberParseException:
         return False
+
+
+def mask_msisdn(msisdn: str) -> str:
+    """All but the last three digits hidden: enough to tell subscribers apart in a list."""
+    return "*" * max(len(msisdn) - 3, 0) + msisdn[-3:]

@@ -1,6 +1,7 @@
 """The admin API: bindings, policy reload. Loopback-only unless `[web] admin_token` is set.
 
-It never returns a subscriber's number: writes are acknowledged by IP address only.
+Writes are acknowledged by IP address only; reads show the number masked to its last
+three digits unless the caller asks with `?reveal=1`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..bindings import Binding, BindingStore, is_possible_msisdn
+from ..bindings import Binding, BindingStore, is_possible_msisdn, mask_msisdn
 
 # Admin bodies are tiny JSON objects; anything bigger is a mistake or an attack.
 MAX_ADMIN_BODY = 16 * 1024
+# GET /admin/bindings returns at most this many (?limit= lowers it): a listing is for a
+# person reading a terminal, not an export of the subscriber base.
+MAX_LISTING = 1000
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -71,6 +75,16 @@ async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
+def _reveal(request: Request) -> bool:
+    return request.query_params.get("reveal", "") in ("1", "true", "yes")
+
+
+def _binding_json(b: Binding, reveal: bool) -> dict[str, Any]:
+    return {"ip": b.ip, "msisdn": b.msisdn if reveal else mask_msisdn(b.msisdn),
+            "session_id": b.session_id, "source": b.source, "expires_at": b.expires_at,
+            "attributes": dict(b.attributes)}
+
+
 def admin_routes(ctx: AdminContext) -> list[Route]:
     async def put_binding(request: Request) -> Response:
         body = await _json_body(request)
@@ -86,8 +100,8 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         if not isinstance(attributes, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
             return _problem(400, "'attributes' must map strings to strings")
-        ctx.store.put(Binding(ip=ip, msisdn=msisdn.lstrip("+"), attributes=attributes,
-                              source="admin"))
+        await ctx.store.write(Binding(ip=ip, msisdn=msisdn.lstrip("+"),
+                                      attributes=attributes, source="admin"))
         return JSONResponse({"ip": ip, "bound": True}, status_code=201)
 
     async def delete_binding(request: Request) -> Response:
@@ -96,9 +110,32 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
             return _problem(400, "give the binding's address: DELETE /admin/bindings/<ip>")
-        if not ctx.store.delete(ip):
+        if not await ctx.store.remove(ip):
             return _problem(404, f"no binding for {ip}")
         return Response(status_code=204)
+
+    async def list_bindings(request: Request) -> Response:
+        try:
+            limit = min(int(request.query_params.get("limit", MAX_LISTING)), MAX_LISTING)
+        except ValueError:
+            return _problem(400, "'limit' must be a number")
+        reveal = _reveal(request)
+        found = await ctx.store.listing(max(limit, 0))
+        return JSONResponse({"count": ctx.store.count(),
+                             "bindings": [_binding_json(b, reveal) for b in found]},
+                            headers={"Cache-Control": "no-store"})
+
+    async def show_binding(request: Request) -> Response:
+        ip = request.path_params.get("ip", "")
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            return _problem(400, "give the binding's address: GET /admin/bindings/<ip>")
+        binding = await ctx.store.lookup(ip)
+        if binding is None:
+            return _problem(404, f"no binding for {ip}")
+        return JSONResponse(_binding_json(binding, _reveal(request)),
+                            headers={"Cache-Control": "no-store"})
 
     async def reload(request: Request) -> Response:
         ok, message = ctx.reload()
@@ -107,8 +144,10 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         return JSONResponse({"reloaded": True, "policy_version": message})
 
     return [
+        Route("/admin/bindings", guarded(ctx, list_bindings), methods=["GET"]),
         Route("/admin/bindings", guarded(ctx, put_binding), methods=["POST"]),
         Route("/admin/bindings", guarded(ctx, delete_binding), methods=["DELETE"]),
+        Route("/admin/bindings/{ip}", guarded(ctx, show_binding), methods=["GET"]),
         Route("/admin/bindings/{ip}", guarded(ctx, delete_binding), methods=["DELETE"]),
         Route("/admin/reload", guarded(ctx, reload), methods=["POST"]),
     ]
