@@ -63,6 +63,10 @@ class Metrics:
         self.webhook_deliveries = Counter("linewarden_alert_webhook_deliveries",
                                           "Alert webhook POSTs, by result", ["result"],
                                           registry=r)
+        self.test_faults_enabled = Gauge("linewarden_test_faults_enabled",
+                                         "1 when test-only fault hooks are enabled "
+                                         "(LINEWARDEN_TEST_FAULTS; never in production)",
+                                         registry=r)
         self._cache: dict[tuple[str, ...], Counter] = {}
 
     def count(self, counter: Counter, *labels: str, amount: int = 1) -> None:
