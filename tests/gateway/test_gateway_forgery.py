@@ -6,8 +6,9 @@ Every assertion is on the raw bytes the origin read off its socket.
 from __future__ import annotations
 
 import pytest
-from lwtest import MSISDN_1, Gateway, Origin
 from wire import RawClient, curl, curl_ok, exchange, marker
+
+from lwtest import MSISDN_1, Gateway, Origin
 
 FORGED = "447700900999"  # the number a fraudster wants the partner to bill
 

@@ -6,8 +6,9 @@ import re
 import time
 
 import pytest
-from lwtest import Gateway, Origin
 from wire import RawClient, exchange, marker
+
+from lwtest import Gateway, Origin
 
 
 def attack(m: str, host: str = "partner.test") -> dict[str, bytes]:

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from lwtest import BLOCK, Gateway, Origin, pattern_sha256
 from wire import marker
+
+from lwtest import BLOCK, Gateway, Origin, pattern_sha256
 
 SIZE = 100 * 1024 * 1024
 MAX_RSS_GROWTH_KIB = 50 * 1024

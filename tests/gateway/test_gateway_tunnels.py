@@ -7,8 +7,9 @@ import os
 import socket
 import ssl
 
-from lwtest import MSISDN_1, Gateway, Origin, TlsOrigin
 from wire import RawClient, curl, curl_ok, exchange, marker
+
+from lwtest import MSISDN_1, Gateway, Origin, TlsOrigin
 
 
 def test_connect_with_curl_to_tls_origin(gateway: Gateway, tls_origin: TlsOrigin) -> None:
