@@ -114,6 +114,10 @@ class LedgerSection(_Section):
 
 class StoreSection(_Section):
     url: str = Field(default="memory://", pattern=r"^(memory://|rediss?://.+)$")
+    # Redis only: key prefix (several deployments may share one Redis), and the staleness
+    # bound of the per-gateway cache in seconds (0: no cache; see docs/bindings.md).
+    prefix: str = Field(default="linewarden:", pattern=r"^[A-Za-z0-9_.:-]*$")
+    cache_ttl: float = Field(default=1.0, ge=0, le=5)
 
 
 # ---- [radius]: owned by the RADIUS/bindings work (issue #3); extend here.
@@ -121,6 +125,15 @@ class RadiusClient(_Section):
     address: str  # NAS address allowed to send accounting
     secret: str = ""
     secret_file: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"'{v}' is not an IP address (clients are NAS addresses, "
+                             "not names)") from None
 
 
 class RadiusSection(_Section):
@@ -130,6 +143,46 @@ class RadiusSection(_Section):
     clients: list[RadiusClient] = []
     interim_interval: float = Field(default=300.0, gt=0)
     ttl: float = Field(default=0.0, ge=0)  # 0: 3 x interim_interval
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host_port(v)
+        return v
+
+    def binding_ttl(self) -> float:
+        return self.ttl or 3 * self.interim_interval
+
+    def client_secrets(self, base: Path) -> dict[str, bytes]:
+        """NAS address -> secret, each from the client, else the section's default."""
+        default = _read_secret(self.secret, self.secret_file, base)
+        out: dict[str, bytes] = {}
+        for client in self.clients:
+            secret = _read_secret(client.secret, client.secret_file, base) or default
+            if not secret:
+                raise ValueError(f"[radius] client {client.address} has no secret: set "
+                                 "secret or secret_file, on the client or the section")
+            out[client.address] = secret
+        return out
+
+
+def _read_secret(inline: str, file: str, base: Path) -> bytes:
+    if inline:
+        return inline.encode()
+    if not file:
+        return b""
+    path = Path(file) if Path(file).is_absolute() else base / file
+    try:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file '{path}': {exc.strerror}") from None
+
+
+# ---- [profiles]: subscriber profiles (issue #3).
+class ProfilesSection(_Section):
+    file: str  # .csv, or SQLite (.db / .sqlite / .sqlite3)
+    table: str = Field(default="profiles", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    reload_interval: float = Field(default=5.0, gt=0)
 
 
 # ---- [canary]: owned by the canary/kill-switch work (issue #5); extend here.
@@ -202,6 +255,7 @@ class ConfigModel(_Section):
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
     radius: RadiusSection | None = None  # no section: no RADIUS listener
+    profiles: ProfilesSection | None = None  # no section: no subscriber profiles
     canary: CanarySection | None = None  # no section: no canary
     partners: list[Any] = []  # validated by policy.py, which knows partners
 

@@ -27,7 +27,7 @@ VIA_VALUE = b"1.1 " + VIA_TOKEN
 DEFAULT_CONNECT_PORTS = frozenset({443})  # like Squid's SSL_ports: CONNECT is for TLS
 
 Header = tuple[bytes, bytes]
-Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims"]
+Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims", "opt_out"]
 
 
 @dataclass(frozen=True)
@@ -319,6 +319,9 @@ def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules
         return
     if not binding.live(now):
         decision.withheld = "stale_binding"
+        return
+    if binding.opted_out(partner.id):  # the subscriber's profile refuses this partner
+        decision.withheld = "opt_out"
         return
     secrets = rules.settings.secrets
     identity: list[Header] = []

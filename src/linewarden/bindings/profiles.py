@@ -95,11 +95,9 @@ def _read_sqlite(path: Path, table: str) -> Iterator[tuple[str, str | None, str 
 
 
 def load_profiles(path: Path, table: str = "profiles") -> dict[str, Profile]:
-    rows: Iterable[tuple[str, str | None, str | None]]
-    if path.suffix.lower() in SQLITE_SUFFIXES:
-        rows = _read_sqlite(path, table)
-    else:
-        rows = _read_csv(path)
+    sqlite = path.suffix.lower() in SQLITE_SUFFIXES
+    rows: Iterable[tuple[str, str | None, str | None]] = (
+        _read_sqlite(path, table) if sqlite else _read_csv(path))
     profiles: dict[str, Profile] = {}
     try:
         for n, (msisdn, age, opt_out) in enumerate(rows, start=1):

@@ -1,0 +1,57 @@
+"""From the config to running parts: the store `[store] url` names (with `[profiles]`
+joined to its reads) and the RADIUS listener `[radius]` asks for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+
+from ..sourcemap import ConfigError
+from . import BindingStore
+from .memory import MemoryStore
+from .profiles import ProfileBook, ProfiledStore, ProfileError
+from .radius import RadiusListener, listener_settings
+from .redis import RedisStore
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def open_store(config: Config) -> BindingStore:
+    """Not started yet: the caller awaits `store.start()` in its event loop."""
+    section = config.model.store
+    store: BindingStore
+    if section.url.startswith("memory://"):
+        store = MemoryStore()
+    else:
+        store = RedisStore(section.url, prefix=section.prefix, cache_ttl=section.cache_ttl)
+    profiles = config.model.profiles
+    if profiles is None:
+        return store
+    try:
+        book = ProfileBook(config.resolve_path(profiles.file), profiles.table)
+    except ProfileError as exc:
+        raise ConfigError(config.path, None, f"[profiles] {exc}",
+                          "fix the file or the [profiles] file setting") from None
+    return ProfiledStore(store, book, profiles.reload_interval)
+
+
+def radius_listener(config: Config, store: BindingStore,
+                    registry: CollectorRegistry | None = None) -> RadiusListener | None:
+    """None without a [radius] section. Not started yet: await `listener.start()`."""
+    from ..config import _host_port
+
+    section = config.model.radius
+    if section is None:
+        return None
+    try:
+        secrets = section.client_secrets(config.base)
+    except ValueError as exc:
+        raise ConfigError(config.path, None, str(exc)) from None
+    if not secrets:
+        raise ConfigError(config.path, None, "[radius] has no clients",
+                          "add [[radius.clients]] address = \"<NAS address>\"")
+    settings = listener_settings(_host_port(section.listen), b"", secrets,
+                                 section.binding_ttl())
+    return RadiusListener(settings, store, registry=registry)
