@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 import uvloop
 
-from .bindings.memory import MemoryStore
+from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
 from .decide import DisclosureRecord, Rules
 from .metrics import Metrics
@@ -46,9 +46,8 @@ class Service:
         self.config = config
         self.settings = config.settings()
         self.metrics = Metrics()
-        self.store = MemoryStore()
-        for binding in config.bindings():
-            self.store.put(binding)
+        self.store = open_store(config)  # [store] url, with [profiles] joined to reads
+        self.radius = radius_listener(config, self.store, self.metrics.registry)
         self.recorder = recorder or LogRecorder()
         proxy = config.proxy
         self.gateway = Gateway(
@@ -77,6 +76,11 @@ class Service:
         loop = asyncio.get_running_loop()
         proxy_host, proxy_port = _host_port(self.config.proxy.listen)
         web_host, web_port = _host_port(self.config.web.listen)
+        await self.store.start()
+        for binding in self.config.bindings():
+            await self.store.write(binding)
+        if self.radius is not None:
+            await self.radius.start()
         await self.gateway.start(proxy_host, proxy_port)
         admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
         app = make_app(self.metrics, admin, names=self.gateway.rules.names)
@@ -95,8 +99,11 @@ class Service:
         self._banner()
         await self._stop.wait()
         web.should_exit = True
+        if self.radius is not None:
+            await self.radius.close()
         await self.gateway.close()
         await web_task
+        await self.store.close()
 
     def _banner(self) -> None:
         proxy, web = self.config.proxy.listen, self.config.web.listen
@@ -107,6 +114,8 @@ class Service:
                  f"  proxy    http://{proxy}",
                  f"  checker  http://{web}/",
                  f"  metrics  http://{web}/metrics"]
+        if self.radius is not None:
+            lines.append(f"  radius   udp://{self.radius.address[0]}:{self.radius.address[1]}")
         if partner is not None:
             host = next((h for h in partner.hosts if not h.startswith("*.")), partner.hosts[0])
             lines.append(f"  try      curl -x http://{proxy} http://{host}/api/check")
