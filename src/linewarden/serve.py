@@ -16,6 +16,7 @@ import uvloop
 from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
 from .decide import DisclosureRecord, Rules
+from .leakguard import LeakGuard
 from .metrics import Metrics
 from .proxy.server import Gateway, Recorder
 from .sourcemap import ConfigError, ConfigErrors
@@ -50,11 +51,16 @@ class Service:
         self.radius = radius_listener(config, self.store, self.metrics.registry)
         self.recorder = recorder or LogRecorder()
         proxy = config.proxy
+        # Kill switch state is read here, before the gateway exists (a tripped or unreadable
+        # state file holds from the very first request); the canary rounds read live rules.
+        self.leakguard = LeakGuard(config, self.metrics, self.store, lambda: self.gateway.rules)
+        switch = self.leakguard.switch
         self.gateway = Gateway(
             Rules(config.policy, self.settings), self.store, self.recorder,
-            resolve=proxy.resolve, connect_timeout=proxy.connect_timeout,
+            resolve=self.leakguard.resolve(proxy.resolve), connect_timeout=proxy.connect_timeout,
             read_timeout=proxy.read_timeout, header_timeout=proxy.header_timeout,
-            idle_timeout=proxy.idle_timeout, metrics=self.metrics)
+            idle_timeout=proxy.idle_timeout, metrics=self.metrics,
+            switch_tripped=lambda: switch.tripped)
         self._stop = asyncio.Event()
 
     def reload(self) -> tuple[bool, str]:
@@ -72,6 +78,9 @@ class Service:
                  len(policy.partners))
         return True, policy.version
 
+    def _set_rules(self, rules: Rules) -> None:
+        self.gateway.rules = rules  # the test-only fault hook (faults.py) swaps rules here
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         proxy_host, proxy_port = _host_port(self.config.proxy.listen)
@@ -81,9 +90,12 @@ class Service:
             await self.store.write(binding)
         if self.radius is not None:
             await self.radius.start()
+        await self.leakguard.open()  # switch converged with other instances; probe binding
         await self.gateway.start(proxy_host, proxy_port)
         admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
-        app = make_app(self.metrics, admin, names=self.gateway.rules.names)
+        app = make_app(self.metrics, admin, names=self.gateway.rules.names,
+                       extra=self.leakguard.routes(admin, lambda: self.gateway.rules,
+                                                   self._set_rules))
         web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
                                       lifespan="off", access_log=False))
         web_task = loop.create_task(web.serve())
@@ -94,10 +106,13 @@ class Service:
             await asyncio.sleep(0.02)
         if web_task.done():
             await self.gateway.close()
+            await self.leakguard.close()
             web_task.result()
             raise OSError(f"cannot listen on {self.config.web.listen}")
         self._banner()
+        self.leakguard.start()  # the canary's first round, now that proxy and checker listen
         await self._stop.wait()
+        await self.leakguard.close()
         web.should_exit = True
         if self.radius is not None:
             await self.radius.close()
@@ -119,6 +134,7 @@ class Service:
         if partner is not None:
             host = next((h for h in partner.hosts if not h.startswith("*.")), partner.hosts[0])
             lines.append(f"  try      curl -x http://{proxy} http://{host}/api/check")
+        lines += self.leakguard.banner_lines()
         print("\n".join(lines), flush=True)
 
 
