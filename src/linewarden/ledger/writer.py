@@ -155,6 +155,7 @@ class LedgerWriter:
         self._healthy = False
         self._closing = False
         self._inflight_since: float | None = None
+        self._overdue = False
         self._task: asyncio.Task[None] | None = None
         self._reopen_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,14 +235,17 @@ class LedgerWriter:
         return self._queue.qsize() if self._queue is not None else 0
 
     def _stalled(self) -> bool:
-        """A commit has run past the bound: new records could not make it either."""
+        """A record has missed the bound during the commit in flight, or that commit has
+        run past the bound: a new record could not make it either, so it is refused now
+        rather than after a wait. Cleared when the commit returns."""
         since = self._inflight_since
-        return (since is not None and self._loop is not None
-                and self._loop.time() - since > self._commit_bound)
+        return since is not None and self._loop is not None and (
+            self._overdue or self._loop.time() - since > self._commit_bound)
 
     def _expire(self, future: asyncio.Future[bool]) -> None:
         if not future.done():
             self.counters.timed_out += 1
+            self._overdue = True
             future.set_result(False)
 
     # ---------------------------------------------------------------- the writer task
@@ -280,7 +284,7 @@ class LedgerWriter:
         assert worker is not None and self._loop is not None
         records = [p.record for p in batch]
         signer, policy, instance_id = self._signer, self._checkpoints, self.instance_id
-        self._inflight_since = self._loop.time()
+        self._inflight_since, self._overdue = self._loop.time(), False
         future = worker.submit(lambda: worker.store.append(instance_id, records, signer,
                                                            policy))
         try:
@@ -299,6 +303,7 @@ class LedgerWriter:
             return False
         finally:
             self._inflight_since = None
+            self._overdue = False
         self.counters.committed += len(batch)
         self.counters.batches += 1
         return True
