@@ -1,0 +1,133 @@
+"""`linewarden bindings list|show IP|drop IP`: the running gateway's bindings, through its
+admin API (`[web] listen`, with `[web] admin_token` when set). Numbers are masked to their
+last three digits unless `--reveal` is given.
+
+Registered in the main CLI with `main.add_command(bindings)`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import click
+
+from ..cli_support import config_option, fail, get_config
+from ..config import Config, _host_port
+
+# The admin API is on this host or next to it: a few seconds is plenty.
+ADMIN_TIMEOUT = 5.0
+DEFAULT_LIMIT = 100
+
+
+def _admin(config: Config, method: str, path: str) -> dict[str, Any] | None:
+    """Call the admin API; None for 404; anything else wrong ends the command."""
+    host, port = _host_port(config.web.listen)
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{port}{path}"
+    headers = {"Authorization": f"Bearer {config.web.admin_token}"} \
+        if config.web.admin_token else {}
+    request = urllib.request.Request(url, method=method, headers=headers)
+    # The admin API is never reached through an http_proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=ADMIN_TIMEOUT) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        fail(f"{url}: {exc.code} {message}")
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"cannot reach the gateway's admin API at {url} ({exc}); is "
+             f"`linewarden serve --config {config.path}` running?")
+    doc = json.loads(raw or b"{}")
+    return doc if isinstance(doc, dict) else {}
+
+
+def _address(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        fail(f"'{ip}' is not an IP address")
+
+
+def _expiry(expires_at: float | None) -> str:
+    if expires_at is None:
+        return "never"
+    left = expires_at - time.time()
+    return f"in {left:.0f}s" if left > 0 else "expired"
+
+
+def _line(b: dict[str, Any]) -> str:
+    return (f"{b['ip']:<39} {b['msisdn']:<16} {b.get('source', ''):<15} "
+            f"{_expiry(b.get('expires_at')):<10} {b.get('session_id', '')}")
+
+
+@click.group()
+def bindings() -> None:
+    """Subscriber bindings (client address -> subscriber) held by the running gateway."""
+
+
+@bindings.command("list")
+@config_option
+@click.option("--reveal", is_flag=True, help="Show whole numbers, not just the last 3 digits.")
+@click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=click.IntRange(1),
+              help="At most this many bindings (the gateway caps it at 1000).")
+@click.option("--json", "as_json", is_flag=True, help="The admin API's JSON.")
+@click.pass_context
+def list_(ctx: click.Context, reveal: bool, limit: int, as_json: bool) -> None:
+    """List bindings: address, number (masked), NAS, expiry, session."""
+    query = urllib.parse.urlencode({"limit": limit, **({"reveal": 1} if reveal else {})})
+    doc = _admin(get_config(ctx), "GET", f"/admin/bindings?{query}") or {}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    found = doc.get("bindings", [])
+    click.echo(f"{'ADDRESS':<39} {'MSISDN':<16} {'SOURCE':<15} {'EXPIRES':<10} SESSION")
+    for b in found:
+        click.echo(_line(b))
+    click.echo(f"{len(found)} shown, {doc.get('count', len(found))} held")
+
+
+@bindings.command()
+@config_option
+@click.argument("ip")
+@click.option("--reveal", is_flag=True, help="Show the whole number.")
+@click.option("--json", "as_json", is_flag=True, help="The admin API's JSON.")
+@click.pass_context
+def show(ctx: click.Context, ip: str, reveal: bool, as_json: bool) -> None:
+    """Show the binding of one client address."""
+    ip = _address(ip)
+    doc = _admin(get_config(ctx), "GET",
+                 f"/admin/bindings/{urllib.parse.quote(ip)}" + ("?reveal=1" if reveal else ""))
+    if doc is None:
+        fail(f"no binding for {ip}", code=2)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for key in ("ip", "msisdn", "session_id", "source"):
+        click.echo(f"{key:<11} {doc.get(key, '')}")
+    click.echo(f"{'expires':<11} {_expiry(doc.get('expires_at'))}")
+    for name, value in sorted(doc.get("attributes", {}).items()):
+        click.echo(f"{name:<11} {value}")
+
+
+@bindings.command()
+@config_option
+@click.argument("ip")
+@click.pass_context
+def drop(ctx: click.Context, ip: str) -> None:
+    """Remove the binding of one client address (identity stops at once)."""
+    ip = _address(ip)
+    if _admin(get_config(ctx), "DELETE", f"/admin/bindings/{urllib.parse.quote(ip)}") is None:
+        fail(f"no binding for {ip}", code=2)
+    click.echo(f"dropped the binding of {ip}")
