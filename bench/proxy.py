@@ -7,14 +7,17 @@
 Three scenarios, rounds interleaved (A B C A B C ...) because the machine is shared:
 
   direct     wrk → nginx (origin-form)
+  bare       wrk → bench/bare_proxy.py → nginx: the smallest uvloop + httptools relay, the
+             runtime's own cost before any linewarden logic (`--no-bare` skips it)
   partner    wrk → linewarden → nginx, absolute-form to `partner.test` (enriched, recorded)
   other      wrk → linewarden → nginx, absolute-form to `other.test` (stripped only)
 
-wrk runs 1 thread, 50 keep-alive connections, pinned to CPU 1; the gateway and nginx (one
-worker) are pinned to CPU 0. Before measuring, curl checks through the proxy that the partner
-host answers 200, that the partner gets the configured header and the other host none, and that
-forged `X-Msisdn` / `X_MSISDN` never reach nginx. Results: a markdown table on stdout and in
-`bench/results/proxy.md`. Every process started here is stopped by PID, also on Ctrl-C.
+wrk runs 1 thread, 50 keep-alive connections, pinned to CPU 1; the gateway (and the bare
+relay) and nginx (one worker) are pinned to CPU 0. Before measuring, curl checks through the
+proxy that the partner host answers 200, that the partner gets the configured header and the
+other host none, and that forged `X-Msisdn` / `X_MSISDN` never reach nginx. Results: a
+markdown table on stdout and in `bench/results/proxy.md`. Every process started here is stopped
+by PID, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ PROFILES = REPO / "bench" / "results"
 PY_SPY = REPO / "bench" / ".venv-tools" / "bin" / "py-spy"
 MSISDN = "447400900123"
 TARGET = 0.50
+PROFILE_HZ = 200
 SERVER_CPU = 0  # gateway and nginx
 CLIENT_CPU = 1  # wrk
 # ~600 bytes, the size of a small API answer or a redirect page.
@@ -240,19 +244,25 @@ def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
+def rps_median(scenarios: list[Scenario], name: str) -> float:
+    return next((median([r.rps for r in sc.rounds]) for sc in scenarios if sc.name == name), 0.0)
+
+
 def table(scenarios: list[Scenario]) -> str:
-    direct = median([r.rps for r in scenarios[0].rounds])
+    direct, bare = rps_median(scenarios, "direct"), rps_median(scenarios, "bare")
     lines = ["| scenario | req/s (median) | req/s min-max | p50 latency | p99 latency "
-             "| vs direct | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| vs direct |" + (" vs bare relay |" if bare else "") + " errors |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if bare else "") + "---:|"]
     for sc in scenarios:
         rps = [r.rps for r in sc.rounds]
         errors = sum(r.error_count for r in sc.rounds)
         ratio = median(rps) / direct if direct else 0.0
+        vs_bare = "" if not bare else (
+            f" {median(rps) / bare:.0%} |" if sc.name not in ("direct", "bare") else " |")
         lines.append(f"| {sc.label} | {median(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
                      f"| {fmt_ms(median([r.p50_us for r in sc.rounds]))} "
                      f"| {fmt_ms(median([r.p99_us for r in sc.rounds]))} "
-                     f"| {ratio:.0%} | {errors} |")
+                     f"| {ratio:.0%} |{vs_bare} {errors} |")
     return "\n".join(lines)
 
 
@@ -275,11 +285,12 @@ def profile(procs: Procs, gateway_pid: int, scenario: Scenario, script: Path, se
               file=sys.stderr)
         return None
     raw = tmp / f"profile-{scenario.name}.raw"
-    spy = procs.start(pinned(CLIENT_CPU, [str(PY_SPY), "record", "--pid", str(gateway_pid),
-                                          "--duration", f"{seconds + 1:g}", "--rate", "250",
-                                          "--format", "raw", "--function", "--native",
-                                          "--nonblocking", "--output", str(raw)]),
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy_log_path = tmp / f"py-spy-{scenario.name}.log"
+    spy_log = spy_log_path.open("wb")
+    argv = [str(PY_SPY), "record", "--pid", str(gateway_pid), "--duration", f"{seconds + 1:g}",
+            "--rate", str(PROFILE_HZ), "--format", "raw", "--function", "--native",
+            "--output", str(raw)]
+    spy = procs.start(pinned(CLIENT_CPU, argv), stdout=spy_log, stderr=spy_log)
     time.sleep(0.5)
     result = run_wrk(procs, scenario.url, script, seconds=seconds, connections=connections,
                      threads=1, cpu=CLIENT_CPU)
@@ -288,8 +299,10 @@ def profile(procs: Procs, gateway_pid: int, scenario: Scenario, script: Path, se
     finally:
         procs.stop(spy)
     if not raw.exists():
-        print(f"profile: py-spy wrote nothing for {scenario.name}", file=sys.stderr)
+        print(f"profile: py-spy wrote nothing for {scenario.name}:\n"
+              + spy_log_path.read_text(errors="replace"), file=sys.stderr)
         return None
+    shutil.copyfile(raw, PROFILES / f"profile-{scenario.name}.raw")  # collapsed stacks
     out = PROFILES / f"profile-{scenario.name}.txt"
     out.write_text(summarize_profile(raw, scenario, result))
     return out
@@ -311,6 +324,7 @@ def _frame_name(frame: str) -> str:
 def summarize_profile(raw: Path, scenario: Scenario, result: WrkResult, top: int = 30) -> str:
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    nearest: dict[str, int] = {}  # self time (C included) charged to the deepest Python frame
     samples = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -322,6 +336,8 @@ def summarize_profile(raw: Path, scenario: Scenario, result: WrkResult, top: int
         if not frames:
             continue
         own[frames[-1]] = own.get(frames[-1], 0) + count
+        py = next((f for f in reversed(frames) if ".py:" in f), frames[-1])
+        nearest[py] = nearest.get(py, 0) + count
         for name in set(frames):
             total[name] = total.get(name, 0) + count
 
@@ -329,9 +345,12 @@ def summarize_profile(raw: Path, scenario: Scenario, result: WrkResult, top: int
         ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
         return [f"{100 * n / samples:6.1f}%  {name}" for name, n in ranked]
 
-    head = (f"py-spy (--native --function, 250 Hz) of the gateway, scenario {scenario.name}, "
+    head = (f"py-spy (--native --function, {PROFILE_HZ} Hz, blocking) of the gateway, "
+            f"scenario {scenario.name}, "
             f"{samples} samples; load {result.rps:,.0f} req/s during the profile\n")
-    return "\n".join([head, "self time:", *rows(own), "", "inclusive time:", *rows(total), ""])
+    return "\n".join([head, "self time by deepest Python frame (C callees charged to it):",
+                      *rows(nearest), "", "self time:", *rows(own), "",
+                      "inclusive time:", *rows(total), ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="rounds per scenario (default 5; quick 3)")
     ap.add_argument("--seconds", type=float, help="seconds per round (default 10; quick 3)")
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--no-bare", action="store_true",
+                    help="skip the bare uvloop + httptools relay reference scenario")
     ap.add_argument("--profile", action="store_true",
                     help="after measuring, py-spy the gateway for 10 s per proxied scenario")
     ap.add_argument("--output", type=Path, default=RESULTS)
@@ -378,7 +399,20 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     print(f"nginx on {origin} (pid {_nginx.pid}), linewarden proxy on 127.0.0.1:{proxy_port} "
           f"(pid {gateway.pid}); both on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}")
 
+    bare_port = 0
+    if not args.no_bare:
+        bare_port = free_port()
+        relay = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(bare_port), origin]
+        bare = procs.start(pinned(SERVER_CPU, relay),
+                           stdout=subprocess.DEVNULL, stderr=(tmp / "bare.log").open("wb"))
+        wait_port(bare_port)
+        print(f"bare relay on 127.0.0.1:{bare_port} (pid {bare.pid}), CPU {SERVER_CPU}")
+
     results = checks(origin_port, proxy_port)
+    if bare_port:
+        code, body = curl("-x", f"http://127.0.0.1:{bare_port}", "http://other.test/")
+        results.append(("bare relay → other.test reaches nginx (200, same body)",
+                        code == 200 and body == BODY, f"status {code}"))
     for what, ok, detail in results:
         print(f"  [{'ok' if ok else 'FAIL'}] {what} ({detail})")
     if not results[1][1]:
@@ -388,6 +422,9 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     scenarios = [
         Scenario("direct", "direct to nginx", f"http://{origin}", "/", "origin.test"),
+        *([Scenario("bare", "bare uvloop+httptools relay (reference)",
+                    f"http://127.0.0.1:{bare_port}", "http://other.test/", "other.test")]
+          if bare_port else []),
         Scenario("partner", "linewarden → partner host (enriched)", proxy_url,
                  "http://partner.test/", "partner.test"),
         Scenario("other", "linewarden → non-partner host (stripped)", proxy_url,
@@ -414,8 +451,15 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     if gateway.poll() is not None:
         print(f"linewarden exited during the run ({gateway.returncode})", file=sys.stderr)
 
-    ratio = median([r.rps for r in scenarios[1].rounds]) / median(
-        [r.rps for r in scenarios[0].rounds])
+    ratio = rps_median(scenarios, "partner") / rps_median(scenarios, "direct")
+    bare_note = ""
+    if bare_port:
+        bare_rps = rps_median(scenarios, "bare")
+        bare_ratio = bare_rps / rps_median(scenarios, "direct")
+        bare_note = (f" For scale: the bare relay, with no linewarden logic at all, reaches "
+                     f"{bare_ratio:.0%} of direct on this machine; linewarden's partner path "
+                     f"reaches {rps_median(scenarios, 'partner') / bare_rps:.0%}"
+                     " of the bare relay.")
     log_bytes = gateway_log.stat().st_size
     command = ".venv/bin/python bench/proxy.py" + (
         " " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -430,7 +474,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         "",
         f"Partner host through linewarden: **{ratio:.0%} of direct-to-origin req/s** — "
         + (f"meets the ≥ {TARGET:.0%} target." if ratio >= TARGET
-           else f"**below the ≥ {TARGET:.0%} target**."),
+           else f"**below the ≥ {TARGET:.0%} target**.") + bare_note,
         "",
         "## Setup",
         "",
@@ -442,8 +486,9 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         f"- Load: `wrk -t1 -c{args.connections} -d{seconds:g}s` with a Lua script "
         "(absolute-form `GET http://partner.test/` or `http://other.test/` through the proxy, "
         "origin-form `GET /` direct), keep-alive, Host, User-Agent and Accept headers; "
-        f"{rounds} rounds per scenario, interleaved (direct, partner, other, direct, …) after "
-        "a 2 s warm-up each. Table: medians over rounds.",
+        f"{rounds} rounds per scenario, interleaved ({', '.join(sc.name for sc in scenarios)}, "
+        f"{scenarios[0].name}, …) after a 2 s warm-up each. Table: medians over rounds; "
+        "latency percentiles are wrk's, per round, medians over rounds.",
         f"- Origin: {tool_version(['nginx', '-v'])}, `return 200` with a {len(BODY)}-byte "
         "body, access_log off.",
         f"- Client: {tool_version(['wrk', '-v'])}.",
@@ -468,7 +513,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     print(f"\npartner / direct = {ratio:.0%} (target ≥ {TARGET:.0%}); written to {args.output}")
 
     if args.profile:
-        for sc in scenarios[1:]:
+        for sc in (sc for sc in scenarios if sc.name in ("partner", "other")):
             out = profile(procs, gateway.pid, sc, scripts[sc.name], 10.0, args.connections, tmp)
             if out:
                 print(f"profile of {sc.name}: {out}")
