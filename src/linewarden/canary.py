@@ -288,10 +288,11 @@ class Canary:
                                   result.problems(), killswitch_tripped=tripped)
             return
         tripped = self.switch is not None and self.switch.tripped
-        if "leak" in self.alerter.active:
-            self.alerter.resolve("leak", "control sites receive no identity"
-                                 + (" (kill switch still tripped)" if tripped else ""),
-                                 killswitch_tripped=tripped)
+        # A contained leak stays an alert until a person has cleared the switch: the gauge
+        # then reads 1 for as long as disclosures are stopped because of it.
+        if "leak" in self.alerter.active and not tripped:
+            self.alerter.resolve("leak", "control sites receive no identity and the kill "
+                                 "switch was cleared")
         if outcome in ("degraded", "error"):
             if "degraded" not in self.alerter.active:
                 self.alerter.fire("degraded", f"canary round {outcome}", result.problems(),

@@ -1,0 +1,229 @@
+"""Support for the canary and kill-switch tests: a private redis-server, `linewarden serve`
+subprocesses with a canary, and a plain-socket client that goes through the proxy from a
+chosen source address (so each test picks which subscriber it is)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+LINEWARDEN = ROOT / ".venv" / "bin" / "linewarden"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+SUBSCRIBER_IP, SUBSCRIBER_MSISDN = "127.0.0.1", "447400900123"
+PROBE_IP, PROBE_MSISDN = "127.0.0.9", "447400900999"
+PARTNER_HOST = "partner.test"  # a raw-number partner whose host resolves to the checker
+PLAIN_HOST = "plain.test"  # a non-partner host that also resolves to the checker
+IDENTITY_HEADER = "X-Up-Calling-Line-Id"
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_pid(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# ---------------------------------------------------------------- redis-server
+
+@dataclass
+class RedisServer:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+
+def start_redis(directory: Path) -> RedisServer:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server not found: install the Debian package (make debs)"
+    directory.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return RedisServer(proc, port)
+            except OSError:
+                time.sleep(0.05)
+        stop_pid(proc)
+    raise AssertionError("redis-server did not start")
+
+
+# ---------------------------------------------------------------- gateways
+
+@dataclass
+class Gateway:
+    proc: subprocess.Popen[bytes]
+    proxy_port: int
+    web_port: int
+    directory: Path
+    config: Path
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+    def stderr(self) -> str:
+        return (self.directory / "stderr.log").read_text(errors="replace")
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.web + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=5) as response:
+            doc: dict[str, Any] = json.loads(response.read())
+            return doc
+
+    def received(self, host: str, source_ip: str = SUBSCRIBER_IP) -> dict[str, str]:
+        """The headers the checker behind `host` received from us through the proxy."""
+        return received_via(self.proxy_port, host, source_ip)
+
+
+def gateway_config(directory: Path, proxy_port: int, web_port: int, *, canary: str = "",
+                   store_url: str = "memory://", instance: str = "gw") -> str:
+    checker = f"127.0.0.1:{web_port}"
+    return f"""
+state_dir = "{directory / 'state'}"
+
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+instance_id = "{instance}"
+
+[proxy.resolve]
+"{PARTNER_HOST}" = "{checker}"
+"{PLAIN_HOST}" = "{checker}"
+
+[identity]
+operator = "234-10"
+pseudonym_secret = "canary-tests-pseudonym-secret"
+
+[[bindings]]
+ip = "{SUBSCRIBER_IP}"
+msisdn = "{SUBSCRIBER_MSISDN}"
+
+[ledger]
+url = "sqlite:///{directory / 'ledger.db'}"
+
+[store]
+url = "{store_url}"
+
+[web]
+listen = "{checker}"
+
+{canary}
+
+[[partners]]
+id = "billing"
+purpose = "billing"
+hosts = ["{PARTNER_HOST}"]
+allow_raw_msisdn = true
+[partners.headers]
+{IDENTITY_HEADER} = "msisdn"
+"""
+
+
+def start_gateway(directory: Path, *, canary: str = "", store_url: str = "memory://",
+                  instance: str = "gw", env: dict[str, str] | None = None) -> Gateway:
+    """`linewarden serve` in `directory`, waited for until its banner names the proxy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
+        proxy_port, web_port = free_port(), free_port()
+        config = directory / "linewarden.toml"
+        config.write_text(gateway_config(directory, proxy_port, web_port, canary=canary,
+                                         store_url=store_url, instance=instance))
+        with (directory / "stdout.log").open("wb") as out, \
+                (directory / "stderr.log").open("wb") as err:
+            proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config)],
+                                    stdout=out, stderr=err, cwd=directory,
+                                    env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
+                return Gateway(proc, proxy_port, web_port, directory, config)
+            time.sleep(0.05)
+        stop_pid(proc)
+        last = (directory / "stderr.log").read_text(errors="replace")
+    raise AssertionError(f"linewarden serve did not start:\n{last}")
+
+
+def received_via(proxy_port: int, host: str, source_ip: str = SUBSCRIBER_IP,
+                 timeout: float = 5.0) -> dict[str, str]:
+    """GET http://host/api/check through the proxy from `source_ip`; the checker's view of
+    our request headers (lower-cased names). A plain socket: nothing adds headers."""
+    request = (f"GET http://{host}/api/check HTTP/1.1\r\nHost: {host}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout,
+                                  source_address=(source_ip, 0)) as sock:
+        sock.sendall(request)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    doc = json.loads(body)
+    return {h["name"].lower(): h["value"] for h in doc["headers"]}
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = b"", body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, rest = out + rest[:size], rest[size + 2:]
+    return out
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.005) -> float:
+    """Seconds until `predicate()` was true (polled every `step`); fails after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
