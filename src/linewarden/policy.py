@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,14 +24,16 @@ from .names import IdentityNames, is_token, normalise
 from .sourcemap import ConfigError, ConfigErrors, Loc, SourceMap, load_toml, parse_toml
 
 PURPOSES = ("age_verification", "billing", "own_services", "fraud_prevention")
-CLAIMS = ("msisdn", "pseudonym", "age_over_18", "operator")
+CLAIMS = ("msisdn", "pseudonym", "age_over_18", "operator", "assertion")
+# What an `assertion` may carry besides its `sub` (the pairwise pseudonym): `include = [...]`.
+ASSERTION_INCLUDES = ("age_over_18", "operator", "msisdn")
 MSISDN_FORMATS = ("e164", "+e164")
 
 # Top-level tables of linewarden.toml that a policy loader reads past: `policy check` accepts
 # the main config file as well as a partners-only file.
 CONFIG_SECTIONS = frozenset(
     {"proxy", "radius", "bindings", "ledger", "store", "web", "canary", "identity", "strip",
-     "policy", "signing", "state_dir"}
+     "policy", "signing", "state_dir", "profiles"}
 )
 
 _PSL = PublicSuffixList()
@@ -43,6 +45,7 @@ class ClaimSpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     claim: str
     format: Literal["e164", "+e164"] | None = None
+    include: list[str] | None = None  # assertion only: claims signed into the token
 
 
 class PartnerModel(BaseModel):
@@ -67,6 +70,7 @@ class ClaimSpec:
     header: str  # as the partner wants it spelled on the wire
     claim: str
     format: str = "e164"
+    include: tuple[str, ...] = ()  # assertion only: claims carried inside the signed token
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +308,7 @@ def _from_pydantic(err: Any, smap: SourceMap, base: Loc, partner: str | None = N
 def _claim_spec(header: str, value: str | ClaimSpecModel) -> ClaimSpec:
     if isinstance(value, str):
         return ClaimSpec(header, value)
-    return ClaimSpec(header, value.claim, value.format or "e164")
+    return ClaimSpec(header, value.claim, value.format or "e164", tuple(value.include or ()))
 
 
 def _partner(index: int, m: PartnerModel, smap: SourceMap) -> Partner:
@@ -371,12 +375,45 @@ def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
                 add("error", key, f"header '{header}' sends the raw phone number without opt-in",
                     "use the 'pseudonym' claim, or set allow_raw_msisdn = true if the "
                     "contract requires the number")
+            elif spec.claim == "msisdn":
+                add("warning", key, f"header '{header}' sends the raw phone number",
+                    "prefer 'pseudonym', or 'assertion' (signed, short-lived)")
+            _lint_assertion(spec, p.allow_raw_msisdn, key, add)
+        if sum(1 for v in p.headers.values() if _claim_spec("", v).claim == "assertion") > 1:
+            add("error", ("headers",), "more than one 'assertion' header",
+                "send one assertion and list what it carries in its include = [...]")
         normalised = [normalise(h) for h in p.headers]
         if len(set(normalised)) != len(normalised):
             add("error", ("headers",), "two header names differ only in case or punctuation",
                 "keep one spelling per header")
     out.extend(_overlaps(partners, smap))
     return out
+
+
+def _lint_assertion(spec: ClaimSpec, allow_raw: bool, key: Loc,
+                    add: Callable[[Literal["error", "warning"], Loc, str, str], None]) -> None:
+    """`include` names what the signed token carries besides `sub`; nothing else takes it."""
+    if spec.claim != "assertion":
+        if spec.include:
+            add("error", key, f"'include' applies only to the 'assertion' claim, not "
+                f"'{spec.claim}'", "remove include, or use claim = \"assertion\"")
+        return
+    for name in spec.include:
+        if name == "pseudonym":
+            add("error", key, "'pseudonym' in include: the assertion's 'sub' already is the "
+                "pairwise pseudonym", "remove it from include")
+        elif name not in ASSERTION_INCLUDES:
+            add("error", key, f"unknown claim '{name}' in the assertion's include",
+                f"use any of {', '.join(ASSERTION_INCLUDES)}")
+        elif name == "msisdn" and not allow_raw:
+            add("error", key, "the assertion would carry the raw phone number without opt-in",
+                "remove 'msisdn' from include, or set allow_raw_msisdn = true if the "
+                "contract requires the number")
+        elif name == "msisdn":
+            add("warning", key, "the assertion carries the raw phone number",
+                "the signed 'sub' pseudonym is usually enough")
+    if len(set(spec.include)) != len(spec.include):
+        add("error", key, "a claim is listed twice in include", "list each claim once")
 
 
 def host_problem(host: str) -> tuple[str, str] | None:
