@@ -378,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    # Also SIGINT explicitly: a shell that starts us in the background leaves it ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_term)
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="linewarden-bench-"))
     try:
