@@ -11,16 +11,20 @@ import ipaddress
 import os
 import secrets as _random
 import socket
+import time
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, Signer
 from .bindings import Binding, is_possible_msisdn
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
+from .keys import KeyDirectoryError, open_signer
 from .policy import Policy, compile_policy, load_policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
 
@@ -75,8 +79,29 @@ class ProxySection(_Section):
 
 class IdentitySection(_Section):
     operator: str = Field(default="", pattern=r"^(\d{3}-\d{2,3})?$")
-    pseudonym_secret: str = ""
+    pseudonym_secret: str = ""  # pseudonym key version 1
     pseudonym_secret_file: str = ""
+    # Versioned pseudonym keys (2, 3, ...): a partner moves to one only when pinned in
+    # partner_key_versions, and only its pseudonyms change (docs/assertions.md).
+    pseudonym_keys: dict[int, str] = {}
+    partner_key_versions: dict[str, int] = {}
+
+    @field_validator("pseudonym_keys")
+    @classmethod
+    def _versions(cls, v: dict[int, str]) -> dict[int, str]:
+        for version, secret in v.items():
+            if version < 2 or not secret:
+                raise ValueError(f"pseudonym key version {version}: versions start at 2 "
+                                 "(1 is pseudonym_secret) and need a non-empty secret")
+        return v
+
+
+# ---- [signing]: owned by the assertion work (issue #6).
+class SigningSection(_Section):
+    key_dir: str = ""  # default: <state_dir>/signing
+    algorithm: Literal["ES256", "EdDSA"] = "ES256"
+    ttl: int = Field(default=DEFAULT_TTL, ge=1, le=MAX_TTL)  # assertion lifetime, seconds
+    issuer: str = ""  # default: urn:linewarden:operator:<MCC-MNC>
 
 
 class StripSection(_Section):
@@ -257,6 +282,7 @@ class ConfigModel(_Section):
     radius: RadiusSection | None = None  # no section: no RADIUS listener
     profiles: ProfilesSection | None = None  # no section: no subscriber profiles
     canary: CanarySection | None = None  # no section: no canary
+    signing: SigningSection = SigningSection()
     partners: list[Any] = []  # validated by policy.py, which knows partners
 
 
@@ -307,18 +333,35 @@ class Config:
 
     def settings(self) -> Settings:
         ident = self.model.identity
+        known = {1, *ident.pseudonym_keys}
+        for partner_id, version in ident.partner_key_versions.items():
+            if version not in known:
+                raise ConfigError(self.path, None, f"[identity] partner_key_versions: "
+                                  f"'{partner_id}' is pinned to unknown pseudonym key "
+                                  f"version {version}", "add it to pseudonym_keys")
         return Settings(
             secrets=Secrets(
                 pseudonym_secret=self._secret(ident.pseudonym_secret,
                                               ident.pseudonym_secret_file, "pseudonym.key"),
                 ledger_key=self.ledger_key(),
                 operator=ident.operator,
+                pseudonym_keys={v: k.encode() for v, k in ident.pseudonym_keys.items()},
+                partner_key_versions=dict(ident.partner_key_versions),
+                signer=self._signer(),
             ),
+            draw_nonce=partial(os.urandom, MIN_NONCE_BYTES),
             reject_alias_headers=self.proxy.reject_alias_headers,
             extra_identity_names=tuple(self.model.strip.extra_names),
             extra_identity_suffixes=tuple(self.model.strip.extra_suffixes),
             connect_ports=frozenset(self.proxy.connect_ports),
         )
+
+    def _signer(self) -> Signer:
+        try:
+            return open_signer(self, now=time.time())
+        except KeyDirectoryError as exc:
+            raise ConfigError(self.path, None, f"[signing] {exc}",
+                              "fix the key directory or run 'linewarden keys list'") from None
 
     def ledger_key(self) -> bytes:
         return self._secret(self.ledger.key, self.ledger.key_file, "ledger.key")

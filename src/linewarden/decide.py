@@ -8,7 +8,7 @@ core needs arrives as arguments — the binding, the rules, the kill-switch stat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,6 +39,9 @@ class Settings:
     extra_identity_names: tuple[str, ...] = ()
     extra_identity_suffixes: tuple[str, ...] = ()
     connect_ports: frozenset[int] = DEFAULT_CONNECT_PORTS
+    # Where the data plane draws each request's `nonce` for decide() (an assertion's jti).
+    # The core never calls it; the default draws nothing, so assertions are withheld.
+    draw_nonce: Callable[[], bytes] = bytes
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ def reject(status: int, reason: str, stripped: dict[str, int] | None = None) -> 
 
 
 def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
-           switch_tripped: bool, now: float) -> Decision:
+           switch_tripped: bool, now: float, nonce: bytes = b"") -> Decision:
+    """`nonce`: fresh random bytes (os.urandom(16)) from the caller, the `jti` of a signed
+    assertion; the core draws no randomness itself. Without it, assertions are withheld."""
     fields = _Fields.collect(head.headers)
     problem = _framing_problem(head, fields)
     if problem:
@@ -140,7 +145,7 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
 
     partner = rules.policy.matcher.match(destination.host, destination.port, path, now)
     if partner is not None:
-        _enrich(decision, partner, binding, rules, switch_tripped, now)
+        _enrich(decision, partner, binding, rules, switch_tripped, now, nonce)
     return decision
 
 
@@ -307,7 +312,7 @@ def _strip(headers: Sequence[Header], f: _Fields, rules: Rules,
 # ---------------------------------------------------------------- enrich
 
 def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules: Rules,
-            switch_tripped: bool, now: float) -> None:
+            switch_tripped: bool, now: float, nonce: bytes) -> None:
     """Fail closed: any doubt about who the subscriber is, or whether we may disclose,
     leaves the request without identity (PRODUCT.md invariant 1)."""
     decision.partner = partner
@@ -327,11 +332,13 @@ def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules
     identity: list[Header] = []
     claims: list[str] = []
     for spec in partner.claims:
-        value = render(spec, partner, binding, secrets)
+        value = render(spec, partner, binding, secrets, now=now, nonce=nonce)
         if value is not None:
             identity.append((spec.header.encode("ascii"), value.encode("ascii")))
-            if spec.claim not in claims:
-                claims.append(spec.claim)
+            # an assertion discloses what it carries too: the ledger must say so
+            for claim in (spec.claim, *spec.include):
+                if claim not in claims:
+                    claims.append(claim)
     if not identity:
         decision.withheld = "no_claims"
         return

@@ -12,17 +12,27 @@ from dataclasses import dataclass
 from .policy import ClaimSpec, Partner, Policy, matchable_path, normalise_host
 
 PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
-           "age_over_18": "yes/no answer", "operator": "network code (not personal)"}
+           "age_over_18": "yes/no answer", "operator": "network code (not personal)",
+           "assertion": "signed pairwise pseudonym"}
+
+
+def _carried(spec: ClaimSpec) -> tuple[str, ...]:
+    """What one header discloses: an assertion carries its `sub` pseudonym and `include`."""
+    return ("pseudonym", *spec.include) if spec.claim == "assertion" else (spec.claim,)
 
 
 def describe_claim(spec: ClaimSpec) -> str:
-    fmt = f", format {spec.format}" if spec.claim == "msisdn" else ""
-    return f"{spec.header}: {spec.claim}{fmt} [{PRIVACY.get(spec.claim, spec.claim)}]"
+    fmt = f", format {spec.format}" if "msisdn" in _carried(spec) else ""
+    inside = f" carrying {', '.join(spec.include)}" if spec.include else ""
+    privacy = PRIVACY.get(spec.claim, spec.claim)
+    if "msisdn" in spec.include:
+        privacy += " + raw phone number"
+    return f"{spec.header}: {spec.claim}{inside}{fmt} [{privacy}]"
 
 
 def privacy_level(partner: Partner) -> str:
     """The most revealing claim a partner gets: raw number > pseudonym > yes/no."""
-    claims = {c.claim for c in partner.claims}
+    claims = {name for c in partner.claims for name in _carried(c)}
     if "msisdn" in claims:
         return "raw number"
     if "pseudonym" in claims:
@@ -85,11 +95,16 @@ def exposures(policy: Policy, now: float) -> dict[Scope, set[Exposure]]:
             continue
         for host in p.hosts:
             scope = (host, tuple(sorted(p.ports)), tuple(sorted(p.paths)))
-            claims = {(p.id, c.header.lower(),
-                       c.claim + (f":{c.format}" if c.claim == "msisdn" else ""))
-                      for c in p.claims}
+            claims = {(p.id, c.header.lower(), _exposure_name(c)) for c in p.claims}
             out.setdefault(scope, set()).update(claims)
     return out
+
+
+def _exposure_name(c: ClaimSpec) -> str:
+    """A change of what an assertion carries is a change of exposure: name it."""
+    fmt = f":{c.format}" if "msisdn" in _carried(c) else ""
+    inside = f"[{','.join(sorted(c.include))}]" if c.include else ""
+    return c.claim + inside + fmt
 
 
 @dataclass(frozen=True)

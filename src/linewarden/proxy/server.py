@@ -364,8 +364,8 @@ class ClientConnection(asyncio.Protocol):
     def _decide(self, exchange: Exchange, binding: Binding | None) -> None:
         gw = self.gw
         decision = exchange.decision = decide(
-            exchange.head, binding, gw.rules,
-            switch_tripped=gw.switch_tripped(), now=gw.clock())
+            exchange.head, binding, gw.rules, switch_tripped=gw.switch_tripped(),
+            now=gw.clock(), nonce=gw.rules.settings.draw_nonce())
         self._count(decision)
         if not decision.forwarded:
             self._fail_and_close(decision.status, decision.reason)
