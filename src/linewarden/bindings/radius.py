@@ -47,8 +47,10 @@ log = logging.getLogger("linewarden.radius")
 # error (silently discarded).
 HEADER_LEN = 20
 MAX_PACKET = 4096
-# Datagrams are read with room to spare so an oversized one is seen (and counted) whole.
-RECEIVE_BUFFER = 65535
+# Kernel receive buffer: a GGSN sends bursts (every session of a restarted PGW at once);
+# 4 MiB holds ~20,000 typical 200-byte requests while the loop catches up. The kernel
+# caps it at net.core.rmem_max; raise that sysctl on a busy gateway.
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 # Per-address ordering with bounded concurrency: a Start and the Stop that follows it for
 # the same address always reach the store in order (same lane), while different addresses
 # proceed in parallel (one Redis round trip per lane in flight).
@@ -283,6 +285,9 @@ class RadiusListener(asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.settings.host, self.settings.port), family=family)
         self.address = transport.get_extra_info("sockname")[:2]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         self._lanes = [asyncio.Queue(LANE_DEPTH) for _ in range(LANES)]
         self._workers = [loop.create_task(self._work(q)) for q in self._lanes]
         log.info("radius accounting on %s:%d, %d clients", self.address[0],
