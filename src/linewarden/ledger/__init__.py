@@ -51,9 +51,10 @@ def open_store(url: str, *, base: Path | None = None, must_exist: bool = False) 
     """An unopened synchronous `Store` for `url` (call `.open()`); for reports and the CLI."""
     base = Path.cwd() if base is None else base
     if url.startswith("sqlite:"):
-        from .sqlite import SQLiteStore, sqlite_path
+        from .sqlite import SQLiteStore, sqlite_options, sqlite_path
 
-        return SQLiteStore(sqlite_path(url, base), must_exist=must_exist)
+        return SQLiteStore(sqlite_path(url, base), must_exist=must_exist,
+                           **sqlite_options(url))
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
