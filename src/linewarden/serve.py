@@ -16,12 +16,14 @@ import uvloop
 from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
 from .decide import DisclosureRecord, Rules
+from .keys import watch_keys
 from .leakguard import LeakGuard
 from .metrics import Metrics
 from .proxy.server import Gateway, Recorder
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext
 from .web.app import make_app
+from .web.jwks import jwks_routes
 
 log = logging.getLogger("linewarden")
 
@@ -94,8 +96,10 @@ class Service:
         await self.gateway.start(proxy_host, proxy_port)
         admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
         app = make_app(self.metrics, admin, names=self.gateway.rules.names,
-                       extra=self.leakguard.routes(admin, lambda: self.gateway.rules,
-                                                   self._set_rules))
+                       extra=[*self.leakguard.routes(admin, lambda: self.gateway.rules,
+                                                     self._set_rules),
+                              *jwks_routes(self.settings.secrets.signer)])
+        self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
         web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
                                       lifespan="off", access_log=False))
         web_task = loop.create_task(web.serve())
