@@ -222,3 +222,9 @@ class KeyWatcher:
         while True:
             await asyncio.sleep(KEY_POLL_INTERVAL)
             await asyncio.to_thread(self.check)
+
+
+async def watch_keys(config: Config, signer: Signer | None) -> None:
+    """The running gateway's side of `keys rotate` (a task for the life of `serve`)."""
+    if signer is not None:
+        await KeyWatcher(KeyDirectory(key_dir(config)), signer).run()
