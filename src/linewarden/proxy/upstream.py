@@ -128,6 +128,10 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+        if self.waiting_since is not None:
+            # read_timeout counts from the last byte we sent: a client uploading slowly is
+            # not an upstream that fails to answer (nginx: proxy_read_timeout is per read).
+            self.waiting_since = self.pool.loop.time()
 
     def _reset_response(self) -> None:
         self._reason, self._headers, self._head_bytes = b"", [], 0
