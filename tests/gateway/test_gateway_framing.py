@@ -195,3 +195,19 @@ def test_upstream_that_never_answers_is_504(tight: Gateway, origin: Origin) -> N
     with RawClient(tight.proxy_port) as client:
         client.send(f"GET http://other.test/{m2} HTTP/1.1\r\nHost: other.test\r\n\r\n".encode())
         assert client.response().status == 200
+
+
+def test_slow_upload_longer_than_read_timeout_is_not_504(tight: Gateway, origin: Origin) -> None:
+    """read_timeout is for an upstream that does not answer, not for a client that uploads
+    slowly: a 2.5 s upload through a gateway with read_timeout = 1 s must succeed."""
+    m = marker()
+    with RawClient(tight.proxy_port) as client:
+        client.send(f"POST http://other.test/upload/{m} HTTP/1.1\r\nHost: other.test\r\n"
+                    f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        for _ in range(5):
+            time.sleep(0.5)
+            client.send(b"5\r\nhello\r\n")
+        client.send(b"0\r\n\r\n")
+        resp = client.response()
+    assert resp.status == 200, resp.body
+    assert resp.body.split()[0] == b"25"
