@@ -9,6 +9,7 @@ import click
 
 from . import review
 from .checker_cli import checker
+from .scan.cli import scan
 from .cli_support import CliState, config_option, fail, get_config
 from .config import load_config
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
@@ -131,3 +132,8 @@ def diff(old: str, new: str) -> None:
 
 
 main.add_command(checker)
+main.add_command(scan)
+
+
+if __name__ == "__main__":
+    main()
