@@ -77,6 +77,7 @@ class Origin:
     /ws...              101 Switching Protocols, then echo raw bytes
     /download/N         stream N pattern bytes (Content-Length); /download/N/chunked: chunked
     /upload...          hash the body, answer "LEN SHA" (query `pause=S`: wait before reading)
+    /close...           echo, then `Connection: close` and close
     anything else       answer with the raw request bytes as the body
     """
 
@@ -222,7 +223,7 @@ class Origin:
                 if not data:
                     return False
                 conn.sendall(data)
-        close = "close" in lower.get("connection", "").lower()
+        close = "close" in lower.get("connection", "").lower() or path.startswith("/close")
         if path.startswith("/download/"):
             parts = path.split("/")
             size = int(parts[2])

@@ -207,3 +207,70 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_client_connection_close_is_honoured(gateway: Gateway, origin: Origin) -> None:
+    m = marker()
+    with RawClient(gateway.proxy_port) as client:
+        client.send(f"GET http://other.test/{m} HTTP/1.1\r\nHost: other.test\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        resp = client.response()
+        assert resp.status == 200
+        assert (resp.header(b"connection") or b"").lower() == b"close"
+        assert client.at_eof()
+
+
+def test_origin_closing_after_response_does_not_break_the_next_request(
+        gateway: Gateway, origin: Origin) -> None:
+    m1, m2, m3 = marker(), marker(), marker()
+    with RawClient(gateway.proxy_port) as client:
+        for m in (m1, m2, m3):
+            path = f"close/{m}" if m != m3 else m
+            client.send(f"GET http://other.test/{path} HTTP/1.1\r\nHost: other.test\r\n\r\n"
+                        .encode())
+            resp = client.response()
+            assert resp.status == 200
+            assert resp.header(b"connection") is None  # the client connection stays open
+    ids = [origin.with_marker(m)[0].conn_id for m in (m1, m2, m3)]
+    assert len(set(ids)) == 3  # a closed upstream connection is never reused
+
+
+def test_chunked_response_to_http_1_0_client(gateway: Gateway) -> None:
+    data, closed = exchange(gateway.proxy_port,
+                            b"GET http://other.test/download/3000000/chunked HTTP/1.0\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"chunked" not in head.lower()  # an HTTP/1.0 client cannot read chunked
+    assert closed
+    assert len(body) == 3000000
+
+
+def test_chunked_response_is_rechunked_for_http_1_1(gateway: Gateway) -> None:
+    with RawClient(gateway.proxy_port) as client:
+        client.send(b"GET http://other.test/download/300000/chunked HTTP/1.1\r\n"
+                    b"Host: other.test\r\n\r\n")
+        resp = client.response()
+        assert resp.status == 200 and len(resp.body) == 300000
+        client.send(b"GET http://other.test/download/10 HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        assert len(client.response().body) == 10
+
+
+def test_many_pipelined_requests_answered_in_order(gateway: Gateway, origin: Origin) -> None:
+    marks = [marker() for _ in range(60)]
+    batch = b"".join(f"GET http://{'partner' if i % 2 else 'other'}.test/{m} HTTP/1.1\r\n"
+                     f"Host: x\r\n\r\n".encode() for i, m in enumerate(marks))
+    with RawClient(gateway.proxy_port) as client:
+        client.send(batch)
+        for i, m in enumerate(marks):
+            resp = client.response()
+            assert resp.status == 200
+            assert resp.body.startswith(f"GET /{m} ".encode())
+            assert (MSISDN_1.encode() in resp.body) == bool(i % 2)
+
+
+def test_options_star_in_transparent_mode(gateway: Gateway, origin: Origin) -> None:
+    with RawClient(gateway.proxy_port) as client:
+        client.send(b"OPTIONS * HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        resp = client.response()
+    assert resp.status == 200
+    assert resp.body.startswith(b"OPTIONS * HTTP/1.1\r\n")
