@@ -102,9 +102,9 @@ def audit_routes(source: Config | AuditSource) -> list[Route]:
                                     status_code=400)
             values.update(body)
         elif "msisdn" in values:
-            return JSONResponse({"error": "send the number in a POST body "
-                                 '({"msisdn": "+447400900123"}), not in the URL: URLs are '
-                                 "logged"}, status_code=400)
+            return JSONResponse({"error": 'send the number in a POST body ({"msisdn": '
+                                          '"+<number>"}), not in the URL: URLs are logged'},
+                                status_code=400)
         try:
             if values.get("msisdn"):
                 key = subscriber_key(src.ledger_key, normalise_msisdn(str(values["msisdn"])))
