@@ -1,0 +1,114 @@
+"""Real headless Chromium browsing *through the gateway*, as a subscriber on 127.0.0.1.
+
+  * a non-partner host (it resolves to the checker): "No identity revealed";
+  * a partner host that resolves to the checker: the number is flagged;
+  * the same partner page with the kill switch tripped: nothing revealed again.
+Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from canary_support import (
+    ARTIFACTS,
+    IDENTITY_HEADER,
+    PARTNER_HOST,
+    PLAIN_HOST,
+    SUBSCRIBER_MSISDN,
+    Gateway,
+    start_gateway,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
+# No sandbox: CI runs as root in a container. The rest keeps the browser from talking to
+# anything but the gateway; `<-loopback>` removes Chromium's implicit loopback bypass so
+# even 127.0.0.1 URLs go through the proxy.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--proxy-bypass-list=<-loopback>",
+]
+PHONE_WIDTH, PHONE_HEIGHT = 360, 780
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gateway = start_gateway(tmp_path_factory.mktemp("browser") / "gw")
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium(gw: Gateway) -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--proxy-server=http://127.0.0.1:{gw.proxy_port}"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _visit(chromium: Browser, url: str, shot: str) -> tuple[Page, str]:
+    context = chromium.new_context(viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT},
+                                   device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    response = page.goto(url)
+    assert response is not None and response.status == 200
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    return page, page.inner_text("#verdict")
+
+
+def test_checker_through_the_gateway_shows_no_identity(chromium: Browser) -> None:
+    page, verdict = _visit(chromium, f"http://{PLAIN_HOST}/", "gateway-nonpartner-clean.png")
+    assert "No identity revealed" in verdict
+    assert page.locator("li.flagged").count() == 0
+    headers = page.inner_text("ol.headers").lower()
+    assert "via" in headers and "linewarden" in headers  # it did pass the gateway
+    page.context.close()
+
+
+def test_partner_host_shows_the_number_flagged(chromium: Browser) -> None:
+    page, verdict = _visit(chromium, f"http://{PARTNER_HOST}/",
+                           "gateway-partner-number-flagged.png")
+    assert "Identity revealed" in verdict
+    assert "This site can see your phone number +44 7400 900123" in verdict
+    flagged = page.locator("li.flagged")
+    assert flagged.count() == 1
+    assert IDENTITY_HEADER.lower() in flagged.inner_text().lower()
+    assert SUBSCRIBER_MSISDN in flagged.inner_text()
+    page.context.close()
+
+
+def test_loopback_url_goes_through_the_gateway_too(chromium: Browser, gw: Gateway) -> None:
+    page, verdict = _visit(chromium, f"{gw.web}/", "gateway-loopback-clean.png")
+    assert "No identity revealed" in verdict
+    assert "linewarden" in page.inner_text("ol.headers").lower()  # Via: 1.1 linewarden
+    page.context.close()
+
+
+def test_tripped_switch_stops_the_partner_disclosure(chromium: Browser, gw: Gateway) -> None:
+    gw.admin("POST", "/admin/killswitch/trip", {"reason": "browser drill", "by": "tests"})
+    try:
+        page, verdict = _visit(chromium, f"http://{PARTNER_HOST}/",
+                               "gateway-partner-killswitch-tripped.png")
+        assert "No identity revealed" in verdict
+        assert page.locator("li.flagged").count() == 0
+        page.context.close()
+    finally:
+        gw.admin("POST", "/admin/killswitch/clear", {"reason": "drill over", "by": "tests"})
