@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -75,13 +76,25 @@ def test_admin_rejects_malformed_json(gateway: Gateway) -> None:
     assert result.stdout == b"400"
 
 
+def non_loopback_address() -> str:
+    """This host's own non-loopback IPv4 address (the source of its default route). The
+    admin API still listens on 127.0.0.1; we only connect to it *from* this address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # UDP connect sends nothing: it only picks a route
+        except OSError:
+            pytest.fail("this host has no non-loopback IPv4 address to test the guard from")
+        address = str(sock.getsockname()[0])
+    assert not address.startswith("127."), address
+    return address
+
+
 def test_admin_is_loopback_only_without_token(gateway: Gateway, origin: Origin) -> None:
+    remote = non_loopback_address()
     status, _ = admin(gateway, "POST", "/admin/bindings",
-                      {"ip": "127.0.0.6", "msisdn": NEW_MSISDN}, interface="192.0.2.2")
-    if status == 0:
-        pytest.fail("could not reach the admin API from 192.0.2.2 (no such local address?)")
-    assert status == 403
-    assert admin(gateway, "POST", "/admin/reload", interface="192.0.2.2")[0] == 403
+                      {"ip": "127.0.0.6", "msisdn": NEW_MSISDN}, interface=remote)
+    assert status == 403, f"from {remote}"
+    assert admin(gateway, "POST", "/admin/reload", interface=remote)[0] == 403
     assert identity_for(gateway, origin, interface="127.0.0.6") == []
 
 
@@ -94,7 +107,7 @@ def test_admin_token_required_when_configured(gateway_factory, origin: Origin) -
     assert admin(gw, "POST", "/admin/reload")[0] == 401
     assert identity_for(gw, origin, interface="127.0.0.7") == []
     status, _ = admin(gw, "POST", "/admin/bindings", body, "-H",
-                      "Authorization: Bearer s3cret-token", interface="192.0.2.2")
+                      "Authorization: Bearer s3cret-token", interface=non_loopback_address())
     assert status == 201  # with a token, a remote caller is allowed
     assert identity_for(gw, origin, interface="127.0.0.7") == [NEW_MSISDN]
 
