@@ -215,6 +215,10 @@ class Origin:
         if path.startswith("/hang"):
             self._stop.wait()
             return False
+        if path.startswith("/stall"):  # a head and 10 of 1000 body bytes, then silence
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            self._stop.wait()
+            return False
         if path.startswith("/ws") and lower.get("upgrade", "").lower() == "websocket":
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade\r\n\r\n")

@@ -9,11 +9,12 @@ import click
 
 from . import review
 from .checker_cli import checker
-from .scan.cli import scan
 from .cli_support import CliState, config_option, fail, get_config
 from .config import load_config
+from .killswitch_cli import canary, killswitch
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
 from .review import privacy_level
+from .scan.cli import scan
 from .sourcemap import ConfigError, ConfigErrors, load_toml
 
 
@@ -133,6 +134,8 @@ def diff(old: str, new: str) -> None:
 
 main.add_command(checker)
 main.add_command(scan)
+main.add_command(killswitch)
+main.add_command(canary)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -192,6 +193,27 @@ def test_upstream_that_never_answers_is_504(tight: Gateway, origin: Origin) -> N
     assert time.monotonic() - start < 5.0
     assert len(origin.with_marker(m)) == 1  # it was forwarded; the origin just sat on it
     m2 = marker()  # and the gateway keeps serving
+    with RawClient(tight.proxy_port) as client:
+        client.send(f"GET http://other.test/{m2} HTTP/1.1\r\nHost: other.test\r\n\r\n".encode())
+        assert client.response().status == 200
+
+
+def test_upstream_that_stalls_mid_response_is_cut(tight: Gateway, origin: Origin) -> None:
+    """An origin that goes silent halfway through a body must not hold two connections
+    forever: after read_timeout the gateway cuts the client (the only honest signal left)."""
+    m = marker()
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", tight.proxy_port), timeout=10) as sock:
+        sock.sendall(f"GET http://other.test/stall/{m} HTTP/1.1\r\nHost: other.test\r\n\r\n"
+                     .encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    elapsed = time.monotonic() - start
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.endswith(b"\r\n\r\n" + b"x" * 10)  # the 10 bytes, then the cut
+    assert 0.9 < elapsed < 5.0, elapsed
+    m2 = marker()
     with RawClient(tight.proxy_port) as client:
         client.send(f"GET http://other.test/{m2} HTTP/1.1\r\nHost: other.test\r\n\r\n".encode())
         assert client.response().status == 200

@@ -201,17 +201,13 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.pause_reading()
         elif self.active is not None and self.active.upstream is not None:
-            transport = self.active.upstream.transport
-            if transport is not None:
-                transport.pause_reading()
+            self.active.upstream.hold(True)
 
     def resume_writing(self) -> None:
         if self.tunnel is not None:
             self.tunnel.resume_reading()
         elif self.active is not None and self.active.upstream is not None:
-            transport = self.active.upstream.transport
-            if transport is not None:
-                transport.resume_reading()
+            self.active.upstream.hold(False)
 
     def _pause_reading(self, pause: bool) -> None:
         if self.transport is None or self._reading_paused == pause or self.closed:

@@ -66,7 +66,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.head_request = False  # a response to HEAD has no body whatever it says
         self.idle_since = 0.0
-        self.waiting_since: float | None = None  # request sent, no response byte yet
+        # Last byte either way while an exchange is on: an upstream silent for read_timeout,
+        # before or in the middle of its response, is given up (nginx proxy_read_timeout is
+        # per read too). None while we hold the upstream back for a slow client.
+        self.quiet_since: float | None = None
         self.got_bytes = False
         self.closed = False
         self._reason = b""
@@ -120,18 +123,29 @@ class UpstreamConnection(asyncio.Protocol):
 
     def begin(self, sink: ResponseSink, head: bytes, *, head_request: bool, now: float) -> None:
         self.sink, self.head_request = sink, head_request
-        self.waiting_since, self.got_bytes = now, False
+        self.quiet_since, self.got_bytes = now, False
         self._reset_response()
         assert self.transport is not None
         self.transport.write(head)
 
+    def hold(self, held: bool) -> None:
+        """Stop or restart reading for a slow client; a held upstream is not 'quiet'."""
+        if self.transport is None:
+            return
+        if held:
+            self.transport.pause_reading()
+            self.quiet_since = None
+        else:
+            self.transport.resume_reading()
+            if self.sink is not None:
+                self.quiet_since = self.pool.loop.time()
+
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
-        if self.waiting_since is not None:
-            # read_timeout counts from the last byte we sent: a client uploading slowly is
-            # not an upstream that fails to answer (nginx: proxy_read_timeout is per read).
-            self.waiting_since = self.pool.loop.time()
+        if self.quiet_since is not None:
+            # A client uploading slowly is not an upstream that fails to answer.
+            self.quiet_since = self.pool.loop.time()
 
     def _reset_response(self) -> None:
         self._reason, self._headers, self._head_bytes = b"", [], 0
@@ -143,7 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is None:
             self.abort()  # an origin talking out of turn: the connection is not reusable
             return
-        self.got_bytes, self.waiting_since = True, None
+        self.got_bytes, self.quiet_since = True, self.pool.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -212,6 +226,10 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None:
             sink.response_failed(status, message)
 
+    def time_out(self) -> None:
+        message = "upstream stopped sending" if self.got_bytes else "upstream did not answer"
+        self._fail(504, f"{message} within read_timeout")
+
     def detach(self) -> None:
         """The client went away mid-exchange: this connection's state is unknown, drop it."""
         self.sink = None
@@ -262,8 +280,8 @@ class Pool:
             for conn in [c for c in idle if now - c.idle_since > POOL_IDLE_TIMEOUT]:
                 conn.close()
         for conn in busy:
-            if conn.waiting_since is not None and now - conn.waiting_since > read_timeout:
-                conn._fail(504, "upstream did not answer in time")
+            if conn.quiet_since is not None and now - conn.quiet_since > read_timeout:
+                conn.time_out()
 
     def close(self) -> None:
         for idle in self._idle.values():
