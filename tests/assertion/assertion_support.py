@@ -31,6 +31,8 @@ from lwtest import LINEWARDEN, MSISDN_1, MSISDN_2, ROOT, free_port, stop_process
 
 HEADER = "X-Operator-Assertion"
 START_TIMEOUT = 30.0
+# The shared stack's assertion lifetime: short, so the end-to-end expiry test waits seconds.
+STACK_TTL = 5
 
 PARTNERS = """
 [[partners]]
@@ -256,3 +258,10 @@ def start_gateway(directory: Path, resolve: dict[str, int], *, ttl: int = 60,
         stop_process(proc)
         last = (directory / "stderr.log").read_text(errors="replace")
     raise AssertionError(f"linewarden serve did not start:\n{last}")
+
+
+@dataclass
+class Stack:
+    gateway: AssertionGateway
+    age: AsgiPartner  # age-partner, the example app; assertion carries age_over_18, operator
+    shop: WsgiPartner  # shop-partner, WSGI, leeway 0; assertion carries only sub

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from assertion_support import (
-    AssertionGateway,
-    AsgiPartner,
-    WsgiPartner,
-    start_gateway,
-)
+from assertion_support import STACK_TTL, AsgiPartner, Stack, WsgiPartner, start_gateway
 
 from lwtest import free_port
-
-# Short enough that the end-to-end expiry test waits only a few seconds.
-STACK_TTL = 5
-
-
-@dataclass
-class Stack:
-    gateway: AssertionGateway
-    age: AsgiPartner  # age-partner, the example app; assertion carries age_over_18, operator
-    shop: WsgiPartner  # shop-partner, WSGI, leeway 0; assertion carries only sub
 
 
 @pytest.fixture(scope="session")

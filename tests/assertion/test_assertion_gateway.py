@@ -12,13 +12,14 @@ import hmac
 import json
 import time
 import urllib.request
-
 from pathlib import Path
 
 import jwt
 import pytest
 from assertion_support import (
     HEADER,
+    STACK_TTL,
+    Stack,
     WsgiPartner,
     curl,
     forge,
@@ -26,7 +27,6 @@ from assertion_support import (
     start_gateway,
     unverified,
 )
-from conftest import STACK_TTL, Stack
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
