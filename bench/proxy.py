@@ -240,6 +240,14 @@ def checks(origin_port: int, proxy_port: int) -> list[tuple[str, bool, str]]:
     return results
 
 
+def gateway_died(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """Why the gateway is gone: exit status and its last non-disclosure log lines."""
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if '"event": "disclosure"' not in line]
+    return (f"linewarden exited during the run with status {proc.returncode}; "
+            f"last log lines:\n" + "\n".join(lines[-30:]))
+
+
 def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
@@ -248,17 +256,28 @@ def rps_median(scenarios: list[Scenario], name: str) -> float:
     return next((median([r.rps for r in sc.rounds]) for sc in scenarios if sc.name == name), 0.0)
 
 
+def paired_ratio(scenarios: list[Scenario], name: str, base: str) -> float:
+    """Median over rounds of name/base req/s, each round against its own neighbour: the rounds
+    are interleaved, so a pair shares the machine's noise of that moment."""
+    by = {sc.name: sc for sc in scenarios}
+    if name not in by or base not in by:
+        return 0.0
+    pairs = zip(by[name].rounds, by[base].rounds, strict=False)
+    return median([a.rps / b.rps for a, b in pairs if b.rps])
+
+
 def table(scenarios: list[Scenario]) -> str:
-    direct, bare = rps_median(scenarios, "direct"), rps_median(scenarios, "bare")
+    bare = rps_median(scenarios, "bare")
     lines = ["| scenario | req/s (median) | req/s min-max | p50 latency | p99 latency "
              "| vs direct |" + (" vs bare relay |" if bare else "") + " errors |",
              "|---|---:|---:|---:|---:|---:|" + ("---:|" if bare else "") + "---:|"]
     for sc in scenarios:
         rps = [r.rps for r in sc.rounds]
         errors = sum(r.error_count for r in sc.rounds)
-        ratio = median(rps) / direct if direct else 0.0
+        ratio = paired_ratio(scenarios, sc.name, "direct")
         vs_bare = "" if not bare else (
-            f" {median(rps) / bare:.0%} |" if sc.name not in ("direct", "bare") else " |")
+            f" {paired_ratio(scenarios, sc.name, 'bare'):.0%} |"
+            if sc.name not in ("direct", "bare") else " |")
         lines.append(f"| {sc.label} | {median(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
                      f"| {fmt_ms(median([r.p50_us for r in sc.rounds]))} "
                      f"| {fmt_ms(median([r.p99_us for r in sc.rounds]))} "
@@ -388,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything this benchmark started", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -438,6 +460,8 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         scripts[sc.name].write_text(sc.lua())
 
     def load(sc: Scenario, secs: float) -> WrkResult:
+        if gateway.poll() is not None:
+            raise RuntimeError(gateway_died(gateway, gateway_log))
         return run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
                        connections=args.connections, threads=1, cpu=CLIENT_CPU)
 
@@ -451,16 +475,15 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
                   f"p50 {fmt_ms(res.p50_us)}  p99 {fmt_ms(res.p99_us)}"
                   + (f"  errors {res.errors}" if res.error_count else ""), flush=True)
     if gateway.poll() is not None:
-        print(f"linewarden exited during the run ({gateway.returncode})", file=sys.stderr)
+        raise RuntimeError(gateway_died(gateway, gateway_log))
 
-    ratio = rps_median(scenarios, "partner") / rps_median(scenarios, "direct")
+    ratio = paired_ratio(scenarios, "partner", "direct")
     bare_note = ""
     if bare_port:
-        bare_rps = rps_median(scenarios, "bare")
-        bare_ratio = bare_rps / rps_median(scenarios, "direct")
+        bare_ratio = paired_ratio(scenarios, "bare", "direct")
         bare_note = (f" For scale: the bare relay, with no linewarden logic at all, reaches "
                      f"{bare_ratio:.0%} of direct on this machine; linewarden's partner path "
-                     f"reaches {rps_median(scenarios, 'partner') / bare_rps:.0%}"
+                     f"reaches {paired_ratio(scenarios, 'partner', 'bare'):.0%}"
                      " of the bare relay.")
     log_bytes = gateway_log.stat().st_size
     command = ".venv/bin/python bench/proxy.py" + (
@@ -489,8 +512,10 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         "(absolute-form `GET http://partner.test/` or `http://other.test/` through the proxy, "
         "origin-form `GET /` direct), keep-alive, Host, User-Agent and Accept headers; "
         f"{rounds} rounds per scenario, interleaved ({', '.join(sc.name for sc in scenarios)}, "
-        f"{scenarios[0].name}, …) after a 2 s warm-up each. Table: medians over rounds; "
-        "latency percentiles are wrk's, per round, medians over rounds.",
+        f"{scenarios[0].name}, …) after a 2 s warm-up each. Table: medians over rounds "
+        "(latency: wrk's per-round percentiles); ratios: median over rounds of each round's "
+        "ratio to the neighbouring direct (or bare) round, which cancels slow drift in the "
+        "machine's load.",
         f"- Origin: {tool_version(['nginx', '-v'])}, `return 200` with a {len(BODY)}-byte "
         "body, access_log off.",
         f"- Client: {tool_version(['wrk', '-v'])}.",
