@@ -55,6 +55,9 @@ PARTNERS = [("billing-co", "billing", ("msisdn", "operator")),
             ("selfcare", "own_services", ("msisdn",)),
             ("games", "billing", ("pseudonym",))]
 LOAD_BATCH = 20_000
+# A refused record (the proxy would have forwarded it without identity) is offered again
+# after this pause, so the rate measured is what the ledger sustains, not how fast it refuses.
+RETRY_AFTER_S = 0.01
 
 
 def subscriber_keys(count: int) -> list[str]:
@@ -99,11 +102,13 @@ async def _write(url: str, base: Path, total: int, producers: int) -> dict[str, 
     async def producer() -> None:
         nonlocal refused
         for rec in source:
-            t = time.perf_counter()
-            ok = await ledger.record(rec.__class__(time.time(), *_rest(rec)))
-            if ok:
-                latencies.append(time.perf_counter() - t)
-            refused += not ok
+            while True:  # offered load with back-pressure: a refused record is retried
+                t = time.perf_counter()
+                if await ledger.record(rec.__class__(time.time(), *_rest(rec))):
+                    latencies.append(time.perf_counter() - t)
+                    break
+                refused += 1
+                await asyncio.sleep(RETRY_AFTER_S)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(producer() for _ in range(producers)))
@@ -201,9 +206,9 @@ def main() -> None:
              "## Sustained write rate through `Ledger.record()`", "",
              f"{args.write_rows:,} records from {args.producers:,} concurrent tasks (uvloop);"
              " each record returns only after its batch's COMMIT.", "",
-             "Rate = committed rows / wall time. Refused records (the proxy would forward "
-             "them without identity) are counted, not included in the rate; latency is of "
-             "the records that committed.", "",
+             "Rate = committed rows / wall time. A refused record (the proxy would have "
+             "forwarded that request without identity) is counted and offered again 10 ms "
+             "later; latency is of the record() calls that returned True.", "",
              "| backend | committed rows/s | batches | refused | record() p50 | p99 | max |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     try:

@@ -187,3 +187,12 @@ def test_missing_ledger_is_one_clear_line(config_path: Path) -> None:
     result = invoke(config_path, "stats")
     assert result.exit_code == 1 and "no ledger at" in result.output
     assert "Traceback" not in result.output
+
+
+def test_public_key_is_trusted_by_verify(filled: Path) -> None:
+    result = invoke(filled, "public-key")
+    assert result.exit_code == 0 and "key_id=" in result.output
+    from linewarden.ledger.chain import key_id, parse_public_key
+
+    text, kid = result.output.split()
+    assert key_id(parse_public_key(text)) == kid.removeprefix("key_id=")

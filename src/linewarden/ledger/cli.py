@@ -18,6 +18,7 @@ from ..claims import subscriber_key
 from ..cli_support import config_option, fail, get_config
 from ..config import Config
 from . import open_store, signer_from_config, trusted_keys_from_config
+from .chain import public_key_text
 from .migrations import SchemaError
 from .reports import (
     Report,
@@ -176,3 +177,13 @@ def purge(ctx: click.Context, older_than: str, as_json: bool, as_csv: bool) -> N
     with _store(config) as store:
         report = purge_ledger(store, age, signer)
     _emit(report, as_json, as_csv)
+
+
+@audit.command("public-key")
+@config_option
+@click.pass_context
+def public_key(ctx: click.Context) -> None:
+    """Print this gateway's checkpoint-signing public key (for other configs'
+    `[ledger] trusted_keys`, or to keep off the box)."""
+    signer = signer_from_config(get_config(ctx))
+    click.echo(f"{public_key_text(signer.public)}  key_id={signer.key_id}")
