@@ -33,6 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from . import Binding
@@ -47,6 +49,9 @@ DEFAULT_CACHE_TTL = 1.0
 # forwarding without identity (fail closed). Loopback round trips are ~0.1 ms.
 LOOKUP_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 1.0
+# Writes are not on a request path: the NAS waits for the answer (its retransmit timer is
+# typically 3-5 s), so give a loaded Redis time rather than fail and cause a retry storm.
+WRITE_TIMEOUT = 2.0
 # Bound on the cache; past it the cache is emptied (cheap, and it refills in `cache_ttl`).
 CACHE_MAX_ENTRIES = 200_000
 # How often `count()` (a sync call from /metrics) is refreshed, and the index trimmed.
@@ -143,9 +148,12 @@ class RedisStore:
         self._client: aioredis.Redis = aioredis.from_url(
             url, socket_timeout=LOOKUP_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
             decode_responses=True)
-        self._write = self._client.register_script(_WRITE)
-        self._remove = self._client.register_script(_REMOVE)
-        self._drop = self._client.register_script(_DROP_SOURCE)
+        self._writer: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=WRITE_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            decode_responses=True)
+        self._write = self._writer.register_script(_WRITE)
+        self._remove = self._writer.register_script(_REMOVE)
+        self._drop = self._writer.register_script(_DROP_SOURCE)
         self._count_script = self._client.register_script(_COUNT)
         self._cache: dict[str, tuple[float, Binding | None]] = {}
         self._generation = 0
@@ -170,6 +178,7 @@ class RedisStore:
                 await task
         self._tasks.clear()
         await self._client.aclose()
+        await self._writer.aclose()
 
     # ---- reads
 
@@ -240,12 +249,12 @@ class RedisStore:
 
     async def remove(self, ip: str, session_id: str | None = None) -> bool:
         canonical = _require_ip(ip)
-        done = await self._remove(keys=[self._key(canonical)],
-                                  args=[canonical, session_id or "", self.prefix])
+        done = await self._run(self._remove, [self._key(canonical)],
+                               [canonical, session_id or "", self.prefix])
         return bool(done)
 
     async def drop_source(self, source: str) -> int:
-        return int(await self._drop(keys=[self._index(source)], args=[source, self.prefix]))
+        return int(await self._run(self._drop, [self._index(source)], [source, self.prefix]))
 
     async def _apply(self, mode: str, b: Binding) -> bool:
         canonical = _require_ip(b.ip)
@@ -255,13 +264,22 @@ class RedisStore:
             return mode == "write"
         ttl_ms = 0 if b.expires_at is None else max(1, math.ceil((b.expires_at - now) * 1000))
         score = "+inf" if b.expires_at is None else repr(b.expires_at)
-        done = await self._write(
-            keys=[self._key(canonical), self._index(b.source)],
-            args=[mode, canonical, b.msisdn, b.session_id, b.source,
+        done = await self._run(
+            self._write, [self._key(canonical), self._index(b.source)],
+            [mode, canonical, b.msisdn, b.session_id, b.source,
                   "" if b.expires_at is None else repr(b.expires_at),
                   json.dumps(dict(b.attributes), separators=(",", ":")), ttl_ms, score,
                   self.prefix, repr(now)])
         return bool(done)
+
+    @staticmethod
+    async def _run(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Every script is idempotent (replace, compare-and-refresh, compare-and-delete),
+        so one retry on a connection Redis closed (e.g. after a restart) is safe."""
+        try:
+            return await script(keys=keys, args=args)
+        except RedisConnectionError:
+            return await script(keys=keys, args=args)
 
     # ---- cache invalidation and housekeeping
 
