@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,14 +52,12 @@ class _DeterministicES256(ECAlgorithm):
         return der_to_raw_signature(der, key.curve)
 
 
-def _jws() -> jwt.PyJWS:
-    jws = jwt.PyJWS(algorithms=list(ALGORITHMS))
-    jws.unregister_algorithm("ES256")
-    jws.register_algorithm("ES256", _DeterministicES256())
-    return jws
-
-
-_JWS = _jws()
+# PyJWT's algorithm objects sign (through cryptography); this module only joins the three
+# base64url parts (RFC 7515 §7.1) with the protected header encoded once per key. Going
+# through `PyJWS.encode` re-encodes that header and re-checks the key on every call: more
+# than the signature itself costs (bench/claims.py). Partners verify with PyJWT's `decode`.
+_SIGNERS: dict[str, ECAlgorithm | OKPAlgorithm] = {"ES256": _DeterministicES256(),
+                                                    "EdDSA": OKPAlgorithm()}
 
 
 @dataclass(frozen=True)
@@ -116,6 +113,7 @@ class Signer:
         self.issuer = issuer
         self.ttl = ttl
         self.ring = ring
+        self._headers: dict[str, bytes] = {}  # kid -> encoded protected header (a memo)
 
     def use(self, ring: KeyRing) -> None:
         self.ring = ring
@@ -125,9 +123,15 @@ class Signer:
         key = self.ring.active
         if key is None or key.private is None:
             return None
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return _JWS.encode(body, key.private, algorithm=key.algorithm,
-                           headers={"kid": key.kid, "typ": TOKEN_TYPE})
+        header = self._headers.get(key.kid)
+        if header is None:
+            header = _b64(json.dumps({"alg": key.algorithm, "kid": key.kid, "typ": TOKEN_TYPE},
+                                     separators=(",", ":")).encode()).encode()
+            self._headers[key.kid] = header
+        signing_input = header + b"." + \
+            _b64(json.dumps(payload, separators=(",", ":")).encode()).encode()
+        signature = _SIGNERS[key.algorithm].sign(signing_input, key.private)  # type: ignore[arg-type]
+        return (signing_input + b"." + _b64(signature).encode()).decode("ascii")
 
 
 def assertion_payload(*, issuer: str, audience: str, subject: str, now: float, ttl: int,
