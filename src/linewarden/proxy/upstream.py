@@ -39,6 +39,7 @@ class ResponseSink(Protocol):
                       headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None: ...
     def response_body(self, chunk: bytes) -> None: ...
     def response_end(self) -> None: ...
+    def flush(self) -> None: ...
     def response_failed(self, status: int, message: str) -> None: ...
     def upstream_writable(self, writable: bool) -> None: ...
     def upgraded(self, rest: bytes) -> None: ...
@@ -158,14 +159,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()  # an origin talking out of turn: the connection is not reusable
             return
         self.got_bytes, self.quiet_since = True, self.pool.loop.time()
+        sink = self.sink
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            sink, self.sink = self.sink, None
-            if sink is not None:
-                sink.upgraded(data[upgrade.args[0]:])
+            self.sink = None
+            sink.upgraded(data[upgrade.args[0]:])
         except httptools.HttpParserError:
             self._fail(502, "upstream sent a malformed response")
+        else:
+            sink.flush()
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
