@@ -63,10 +63,21 @@ def _luhn_digit(body: str) -> str:
 
 
 class Corpus:
-    """Deterministic generator of labeled records (one or more lines each)."""
+    """Deterministic generator of labeled records (one or more lines each).
 
-    def __init__(self, seed: int = 1) -> None:
+    `identity_rate` scales every chance of a record carrying an identity (1.0: the dense
+    labeled corpus, about one identity per two lines). `subscribers`, if set, draws numbers
+    from a pool that grows slowly, so the same subscribers recur as in a real log.
+    bench/scan.py uses both for its realistic-density log (about one number per 50 lines).
+    """
+
+    def __init__(
+        self, seed: int = 1, identity_rate: float = 1.0, subscribers: int | None = None
+    ) -> None:
         self.rng = random.Random(seed)
+        self.rate = identity_rate
+        self.subscribers = subscribers
+        self._pool: dict[str, list[phonenumbers.PhoneNumber]] = {}
         self._examples = {
             r: phonenumbers.example_number_for_type(r, phonenumbers.PhoneNumberType.MOBILE)
             for r in (*FOREIGN_REGIONS, *set(UK_REGIONS))
@@ -75,6 +86,17 @@ class Corpus:
     # -- true identities ------------------------------------------------------------------
 
     def number(self, region: str) -> phonenumbers.PhoneNumber:
+        """A random valid mobile number of `region` (from the subscriber pool if there is one)."""
+        if self.subscribers is None:
+            return self._new_number(region)
+        # Up to `subscribers` numbers in all: a new one now and then, else a repeat.
+        pool = self._pool.setdefault(region, [])
+        if not pool or (len(pool) < self.subscribers and self.rng.random() < 0.1):
+            pool.append(self._new_number(region))
+            return pool[-1]
+        return self.rng.choice(pool)
+
+    def _new_number(self, region: str) -> phonenumbers.PhoneNumber:
         """A random valid mobile number of `region`: its example with random trailing digits."""
         example = self._examples[region]
         nsn = str(example.national_number)
@@ -181,7 +203,7 @@ class Corpus:
         r = self.rng
         rec = Record()
         rec.add(f'{self.ip()} - - [{self.timestamp()}] "GET /p/{self.digits(6)}?{self.noise()}')
-        if r.random() < 0.5:
+        if r.random() < 0.5 * self.rate:
             written, e164 = self.any_number()
             rec.add(f"&{r.choice(('msisdn', 'phone', 'to', 'cli'))}=")
             # `msisdn=` makes it a header-like key; the value is a number either way.
@@ -189,7 +211,7 @@ class Corpus:
         rec.add(f' HTTP/1.1" {r.choice((200, 301, 404, 500))} {r.randint(0, 9999999)} "-" ')
         rec.add(f'"Mozilla/5.0 (Linux; Android {r.randint(8, 14)}) ')
         rec.add(f'Chrome/120.0.{self.digits(4)}.{r.randint(1, 200)}"')
-        if r.random() < 0.3:
+        if r.random() < 0.3 * self.rate:
             # Apache `%{X-Up-Calling-Line-ID}i`: the value alone, E.164 without the plus.
             e164 = phonenumbers.format_number(self.number(r.choice(UK_REGIONS)), Fmt.E164)
             rec.add(' "')
@@ -212,16 +234,16 @@ class Corpus:
             ("request_id", self.uuid().replace("-", ""), None),
         ]
         roll = r.random()
-        if roll < 0.4:
+        if roll < 0.4 * self.rate:
             e164 = phonenumbers.format_number(self.number(r.choice(UK_REGIONS)), Fmt.E164)
             fields.append(("http_x_msisdn", e164[1:], "msisdn:" + e164))
         elif roll < 0.5:
             fields.append(("http_x_msisdn", "-", None))
-        if r.random() < 0.15:
+        if r.random() < 0.15 * self.rate:
             fields.append(("http_x_uidh", (tok := self.token()), "identity:" + tok))
-        if r.random() < 0.15:
+        if r.random() < 0.15 * self.rate:
             fields.append(("http_x_imsi", (imsi := self.imsi()), "imsi:" + imsi))
-        if r.random() < 0.2:
+        if r.random() < 0.2 * self.rate:
             written, e164 = self.foreign_written()
             fields.append(("message", f"sms to {written} queued", "inner:" + e164 + ":" + written))
         rec.add("{")
@@ -274,11 +296,11 @@ class Corpus:
         rec.add(f"{self.iso_time()} INFO [worker-{r.randint(1, 16)}] pid={r.randint(100, 99999)} ")
         rec.add(f"{self.noise()} ")
         roll = r.random()
-        if roll < 0.45:
+        if roll < 0.45 * self.rate:
             written, e164 = self.any_number()
             rec.add("SMS delivered to ")
             rec.add_label(written, "msisdn", e164)
-        elif roll < 0.55:
+        elif roll < 0.55 * self.rate:
             rec.add("device ")
             rec.add_label(imei := self.imei(), "imei", imei)
             rec.add(" attached")
@@ -289,7 +311,8 @@ class Corpus:
 
     def records(self) -> Iterator[Record]:
         makers = (self.access_log, self.nginx_json, self.header_dump, self.app_log)
-        weights = (4, 3, 1, 2)
+        # A header dump always carries an identity: it is as rare as identities are.
+        weights = (4, 3, self.rate, 2)
         while True:
             yield self.rng.choices(makers, weights)[0]()
 
@@ -316,11 +339,13 @@ def build_bytes(target: int, seed: int = 1) -> bytes:
     return bytes(out)
 
 
-def build_to(target: int, seed: int = 1) -> tuple[bytes, list[Label]]:
-    """About `target` bytes of labeled corpus."""
+def build_to(
+    target: int, seed: int = 1, identity_rate: float = 1.0, subscribers: int | None = None
+) -> tuple[bytes, list[Label]]:
+    """About `target` bytes of labeled corpus (see `Corpus` for the density options)."""
     out = bytearray()
     labels: list[Label] = []
-    gen = Corpus(seed).records()
+    gen = Corpus(seed, identity_rate, subscribers).records()
     while len(out) < target:
         rec = next(gen)
         base = len(out)

@@ -1,15 +1,17 @@
 """Finding identity in log bytes: identity headers by name, phone numbers, IMSI and IMEI.
 
-One pass over a chunk of whole lines. Two cheap byte regexes do the searching (C speed);
-only their candidate spans reach Python and, after shape checks, `phonenumbers`:
+One pass over a chunk of whole lines. Byte regexes and `bytes.find` do the searching
+(C speed); only their candidates reach Python and, after shape checks, `phonenumbers`:
 
-- `_CANDIDATE` finds digit runs with phone-like separators. Most log tokens that look like
-  numbers (IPv4 addresses, dates, times, byte counts, ports, epoch stamps, order ids) fail
-  the *start* rule below before any parsing: a number counts only in `+`, `00`, national
-  trunk-prefix (`0` in GB) or bare country-code (`447400900123`) form for the configured
-  regions. Bare national numbers without the trunk prefix (`7400900123`) are not reported:
-  in logs they are indistinguishable from order ids, and `phonenumbers` would accept them.
-- A header regex built from `linewarden.names` finds `name: value` / `name=value` /
+- Numbers: a *run* is a maximal stretch of digits and number punctuation. A number counts
+  only in `+`, `00`, national trunk-prefix (`0` in GB) or bare country-code
+  (`447400900123`) form for the configured regions, so most runs in a log (dates, times,
+  byte counts, ports, epoch stamps, order ids) cannot hold one. The *marker* regex finds
+  the places where an accepted form can begin with enough digits after it; only the runs
+  around a marker reach Python (in a real log, a few in a hundred). Bare national numbers
+  without the trunk prefix (`7400900123`) are not reported: in logs they are
+  indistinguishable from order ids, and `phonenumbers` would accept them.
+- Headers: a regex built from `linewarden.names` finds `name: value` / `name=value` /
   `"name":"value"` where the name ends like an identity header; every such value is a
   finding whatever it holds (an opaque `x-uidh` token leaks identity as well as a number).
 """
@@ -17,7 +19,7 @@ only their candidate spans reach Python and, after shape checks, `phonenumbers`:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
@@ -42,9 +44,13 @@ _MAX_DIGITS = 15
 _MAX_GROUPS = 6
 # Header values longer than this are not an identity token but a mis-parse of the line.
 _MAX_HEADER_VALUE = 256
-# Bound on the validation memo: logs repeat the same few numbers, and the bound keeps a scan
-# of a file full of distinct ids at constant memory.
-_MEMO_MAX = 1 << 16
+# Bound on the validation memo: logs repeat the same subscribers, and the bound keeps a scan
+# of a file full of distinct ids at constant memory. 2**18 keys (E.164-sized strings) cost
+# about 45 MiB per worker when full (bench/results/scan.md); 2**16 was smaller than the
+# distinct numbers of the 20 MB benchmark sample, so the memo was cleared over and over.
+_MEMO_MAX = 1 << 18
+# Identity header names seen in a log are few; the bound only guards against a hostile log.
+_NAME_MEMO_MAX = 4096
 
 # The prefilter: bytes are mapped to a "shape" where digits and number punctuation
 # (`+ - ( )` and space) become `0` and everything else `x`; `bytes.find` of a run of
@@ -53,7 +59,13 @@ _MEMO_MAX = 1 << 16
 # and durations, and dotted phone formats (06.12.34.56.78) are rare in logs.
 _RUN_MIN = 8  # the shortest accepted number, "+" and 7 digits
 _SHAPE = bytes(0x30 if (48 <= c <= 57 or c in b" ()+-") else 0x78 for c in range(256))
-_RUN_NEEDLE = b"0" * _RUN_MIN
+# Digits as `0`, `-` kept, everything else `x`: 15-digit groups (IMSI, IMEI) and dashed
+# IMEIs can start with any digit, so they are found by `bytes.find` here, not by the marker.
+_DIGITS = bytes(0x30 if 48 <= c <= 57 else (0x2D if c == 0x2D else 0x78) for c in range(256))
+_FIFTEEN = b"0" * 15
+_DASHED = b"00-000000-000000-0"
+# "then at least n more digits, number punctuation between", possessive (no backtracking).
+_MORE_DIGITS = rb"(?:[ ()+\-]*+\d){%d}"
 _GROUP = re.compile(rb"\S+")
 _CARD = re.compile(rb"\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?")
 _ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -100,6 +112,8 @@ _VALUE_TOKEN = re.compile(rb"[^\s\"'&;,}\])<>|]+")
 
 # A finding before its line number is known: (kind, start, end, value, header).
 _Span = tuple[str, int, int, str, str | None]
+# A trie of bytes: byte -> subtrie, with key -1 where a word ends.
+_Trie = dict[int, "_Trie"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +180,9 @@ class Detector:
         self._international = ["00"]
         self._setup_regions()
         self._header_re = self._compile_header_re()
+        self._marker_re = self._compile_marker_re()
         self._memo: dict[str, str | None] = {}
+        self._names: dict[bytes, str | None] = {}  # raw header name -> display name or None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -187,14 +203,40 @@ class Detector:
         prefixes = sorted({*national, *self._international, *codes})
         self._start_prefixes = tuple(p.encode() for p in prefixes)
 
-    def _compile_header_re(self) -> re.Pattern[bytes]:
-        # Anchor on the name's tail: every suffix, plus exact names not covered by a suffix.
-        # The full name is then recovered by walking back and checked with `is_identity`.
+    def header_tails(self) -> list[str]:
+        """The name endings the header regex anchors on: every suffix, plus exact names not
+        covered by a suffix. The full name is recovered by walking back from the tail and
+        checked with `is_identity_name`."""
         suffixes = self.names.suffixes
         tails = set(suffixes)
         tails.update(n for n in self.names.exact if not n.endswith(suffixes))
-        alternation = b"|".join(_loose(t) for t in sorted(tails, key=len, reverse=True))
-        return re.compile(rb"(" + alternation + rb")[\"']?[ \t]*[:=][ \t]*")
+        return sorted(tails)
+
+    def _compile_header_re(self) -> re.Pattern[bytes]:
+        # `tail ["']? [ \t]* [:=]`, matched on the *reversed* lower-cased chunk: the pattern
+        # then starts with the separator, a one-byte class the regex engine skips to in C,
+        # and the tails (reversed, as a trie) are tried only there. Forwards it started with
+        # any tail letter and ran at half the speed (bench/results/scan.md).
+        reversed_tails = _trie([t[::-1].encode() for t in self.header_tails()])
+        return re.compile(rb"[:=][ \t]*[\"']?(" + reversed_tails + rb")")
+
+    def _compile_marker_re(self) -> re.Pattern[bytes]:
+        # Where a number in an accepted form can begin (see `_may_start`): `+` or `(` with 7
+        # digits after, `%2B` with 6, or a start prefix (trunk `0`, `00`, a country code) not
+        # preceded by a digit with enough digits after. Every branch starts with a literal
+        # byte, so the engine skips in C to the next `+ ( %` or prefix digit.
+        branches = [
+            rb"\+" + _MORE_DIGITS % (_MIN_DIGITS),
+            rb"\(" + _MORE_DIGITS % (_MIN_DIGITS),
+            rb"%2[Bb]" + _MORE_DIGITS % (_MIN_DIGITS - 1),
+        ]
+        for prefix in self._start_prefixes:
+            first = re.escape(prefix[:1])
+            more = max(_MIN_DIGITS - len(prefix), 0)
+            branches.append(
+                first + rb"(?<![0-9]" + first + rb")" + re.escape(prefix[1:]) + _MORE_DIGITS % more
+            )
+        return re.compile(b"|".join(branches))
 
     # -- the scan -----------------------------------------------------------------------
 
@@ -212,26 +254,51 @@ class Detector:
             findings.append(Finding(kind, start, end, line, value, header))
         return findings
 
+    def header_matches(self, lowered: bytes) -> list[tuple[int, int, int]]:
+        """(tail start, tail end, value start) of every `tail ["']? [ \t]* [:=] [ \t]*` in
+        `lowered`, in order. Matches cannot overlap (a tail holds no separator)."""
+        size = len(lowered)
+        out = []
+        for m in self._header_re.finditer(lowered[::-1]):
+            value_start = size - m.start()
+            while value_start < size and lowered[value_start] in b" \t":
+                value_start += 1
+            out.append((size - m.end(1), size - m.start(1), value_start))
+        out.reverse()
+        return out
+
     def _header_spans(self, chunk: bytes) -> list[_Span]:
         out: list[_Span] = []
         lowered = chunk.lower()
-        for m in self._header_re.finditer(lowered):
-            name_start = m.start(1)
+        for tail_start, tail_end, value_start in self.header_matches(lowered):
+            name_start = tail_start
             while name_start > 0 and lowered[name_start - 1] in _NAME_CHARS:
                 name_start -= 1
             if name_start and _TOKEN_VALUE.match(chunk, name_start - 1):
                 continue  # inside a redaction token such as "[MSISDN:3f2a...]"
-            raw_name = chunk[name_start:m.end(1)]
-            if not self.is_identity_name(raw_name):
+            raw_name = chunk[name_start:tail_end]
+            header = self._header_name(raw_name)
+            if header is None:
                 continue
-            value_span = _header_value(chunk, m.end())
+            value_span = _header_value(chunk, value_start)
             if value_span is None:
                 continue
             vs, ve = value_span
-            header = header_display_name(raw_name)
             kind, value = self._classify_header_value(chunk[vs:ve], header)
             out.append((kind, vs, ve, value, header))
         return out
+
+    def _header_name(self, raw_name: bytes) -> str | None:
+        """The display name of an identity header's raw name, None if not one (memoised)."""
+        try:
+            return self._names[raw_name]
+        except KeyError:
+            pass
+        name = header_display_name(raw_name) if self.is_identity_name(raw_name) else None
+        if len(self._names) >= _NAME_MEMO_MAX:
+            self._names.clear()
+        self._names[raw_name] = name
+        return name
 
     def is_identity_name(self, raw_name: bytes) -> bool:
         norm = normalise(raw_name)
@@ -265,12 +332,49 @@ class Detector:
                 return IMSI, digits
         return IDENTITY, raw.decode("latin-1")
 
-    def _number_spans(self, chunk: bytes, taken: list[_Span]) -> list[_Span]:
+    def candidate_runs(self, chunk: bytes) -> Iterator[tuple[int, int]]:
+        """The runs (see `_runs`) that hold a marker, a 15-digit group or a dashed IMEI: the
+        only runs in which `_numbers_in` can find anything, in order."""
+        digits = chunk.translate(_DIGITS)
+        at = [m.end() - 1 for m in self._marker_re.finditer(chunk)]  # a digit inside the run
+        # A find lands on the first digit of a digit sequence (the search starts at an `x`),
+        # so a 15-digit group is one whose 16th byte is not a digit.
+        for needle, exact in ((_FIFTEEN, True), (_DASHED, False)):
+            pos = digits.find(needle)
+            while pos >= 0:
+                if not exact or digits[pos + 15:pos + 16] != b"0":
+                    at.append(pos)
+                pos = digits.find(b"x", pos)
+                if pos < 0:
+                    break
+                pos = digits.find(needle, pos)
+        if not at:
+            return
+        at.sort()
+        shape = chunk.translate(_SHAPE)
+        size = len(chunk)
+        run_end = 0
+        for pos in at:
+            if pos < run_end:
+                continue  # the run around this one was taken already
+            run_start = shape.rfind(b"x", 0, pos) + 1
+            run_end = shape.find(b"x", pos)
+            if run_end < 0:
+                run_end = size
+            if run_end - run_start >= _RUN_MIN:
+                span = _trim_run(chunk, run_start, run_end)
+                if span is not None:
+                    yield span
+
+    def _number_spans(
+        self, chunk: bytes, taken: list[_Span], runs: Iterable[tuple[int, int]] | None = None
+    ) -> list[_Span]:
+        """Numbers in `runs` (default: `candidate_runs`) outside the `taken` header values."""
         out: list[_Span] = []
         # Header values were classified already; never report a span twice.
         taken_ranges = sorted((s[1], s[2]) for s in taken)
         ti = 0
-        for start, end in _runs(chunk):
+        for start, end in self.candidate_runs(chunk) if runs is None else runs:
             while ti < len(taken_ranges) and taken_ranges[ti][1] <= start:
                 ti += 1
             if ti < len(taken_ranges) and taken_ranges[ti][0] < end:
@@ -401,33 +505,47 @@ class Detector:
         return e164 if written.endswith(national) and len(written) - len(national) <= 2 else None
 
 
-def _runs(chunk: bytes) -> Iterable[tuple[int, int]]:
-    """Candidate spans: maximal runs of digits and number punctuation with enough length,
-    trimmed to start at a digit, `+` or `(` and end at a digit."""
-    shape = chunk.translate(_SHAPE)
-    find = shape.find
-    size = len(chunk)
-    pos = 0
-    while True:
-        start = find(_RUN_NEEDLE, pos)
-        if start < 0:
-            return
-        end = find(b"x", start)
-        if end < 0:
-            end = size
-        pos = end
-        while end > start and not 48 <= chunk[end - 1] <= 57:
-            end -= 1
-        while start < end and chunk[start] in b" -)":
-            start += 1
-        # "word+447..." is a query string's space, not an international prefix.
-        if start < end and chunk[start] == 0x2B and start and chunk[start - 1] in _ALNUM:
-            start += 1
-        # "%2B" is a URL-encoded "+": the run then starts at the "2B" we cut off.
-        if start >= 3 and chunk[start - 3:start] in (b"%2B", b"%2b") and chunk[start] != 0x2B:
-            start -= 3
-        if end - start >= _RUN_MIN - 1:
-            yield start, end
+def _trim_run(chunk: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """A run (a maximal stretch of at least `_RUN_MIN` digits and number punctuation),
+    trimmed to start at a digit, `+` or `(` and end at a digit; None if too short then."""
+    while end > start and not 48 <= chunk[end - 1] <= 57:
+        end -= 1
+    while start < end and chunk[start] in b" -)":
+        start += 1
+    # "word+447..." is a query string's space, not an international prefix.
+    if start < end and chunk[start] == 0x2B and start and chunk[start - 1] in _ALNUM:
+        start += 1
+    # "%2B" is a URL-encoded "+": the run then starts at the "2B" we cut off.
+    if start >= 3 and chunk[start - 3:start] in (b"%2B", b"%2b") and chunk[start] != 0x2B:
+        start -= 3
+    if end - start >= _RUN_MIN - 1:
+        return start, end
+    return None
+
+
+def _trie(words: Iterable[bytes]) -> bytes:
+    """A regex matching exactly the `_loose` form of any of `words`, factored as a trie so
+    that the engine tries one branch per distinct first byte."""
+    root: _Trie = {}
+    end = -1  # key marking "a word ends here"
+    for word in words:
+        node = root
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[end] = {}
+
+    def branches(node: _Trie) -> bytes:
+        alts = []
+        for byte in sorted(k for k in node if k != end):
+            child = node[byte]
+            alt = re.escape(bytes((byte,)))
+            if any(k != end for k in child):
+                rest = rb"[-_.]?" + branches(child)
+                alt += b"(?:" + rest + b")?" if end in child else rest
+            alts.append(alt)
+        return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+    return branches(root)
 
 
 def _free_standing(chunk: bytes, start: int, end: int) -> bool:
