@@ -13,6 +13,7 @@ in the binding's attributes. The `assertion` claim signs the pseudonym (see asse
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -65,6 +66,7 @@ def pseudonym(secrets: Secrets, partner_id: str, msisdn: str, epoch: str = "") -
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+@functools.lru_cache(maxsize=65536)  # one HMAC per subscriber, not per request
 def subscriber_key(ledger_key: bytes, msisdn: str) -> str:
     """HMAC of the E.164 number: ledger rows are queryable by number, never store it."""
     return hmac.new(ledger_key, b"+" + msisdn.encode(), hashlib.sha256).hexdigest()

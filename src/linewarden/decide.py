@@ -115,7 +115,7 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
            switch_tripped: bool, now: float, nonce: bytes = b"") -> Decision:
     """`nonce`: fresh random bytes (os.urandom(16)) from the caller, the `jti` of a signed
     assertion; the core draws no randomness itself. Without it, assertions are withheld."""
-    fields = _Fields.collect(head.headers)
+    fields = _Fields.collect(head.headers, rules)
     problem = _framing_problem(head, fields)
     if problem:
         return reject(400, problem)
@@ -129,13 +129,11 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
         return where
     destination, target, host_value, path = where
 
-    stripped: dict[str, int] = {}
-    headers = _strip(head.headers, fields, rules, stripped)
-    if headers is None:
+    if fields.alias_refused:
         return reject(400, "header name with '_', '.' or other alias characters refused "
-                      "(identity headers cannot be spelled that way)", stripped)
-    decision = Decision(destination=destination, target=target, stripped=stripped)
-    decision.headers = [(b"Host", host_value), *headers]
+                      "(identity headers cannot be spelled that way)", fields.stripped)
+    decision = Decision(destination=destination, target=target, stripped=fields.stripped)
+    decision.headers = [(b"Host", host_value), *fields.kept]
     decision.body = _framing(fields, decision.headers)
     if _websocket_upgrade(fields):
         decision.upgrade = True
@@ -151,9 +149,17 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
 
 # ---------------------------------------------------------------- framing and destination
 
+# Fields the core reads, then rebuilds itself; everything hop-by-hop is dropped outright.
+_SPECIAL = {b"host": "host", b"content-length": "content_length",
+            b"transfer-encoding": "transfer_encoding", b"connection": "connection",
+            b"proxy-connection": "connection", b"upgrade": "upgrade", b"via": "via"}
+# Connection options that name no header of their own (RFC 9112 §9.6, §9.3).
+_PLAIN_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
 @dataclass(slots=True)
 class _Fields:
-    """The few fields the core must see before it decides anything."""
+    """One pass over the request's fields: what the core must see, and what may go on."""
 
     host: list[bytes] = field(default_factory=list)
     content_length: list[bytes] = field(default_factory=list)
@@ -161,26 +167,40 @@ class _Fields:
     connection: set[bytes] = field(default_factory=set)
     upgrade: list[bytes] = field(default_factory=list)
     via: list[bytes] = field(default_factory=list)
+    kept: list[Header] = field(default_factory=list)  # end-to-end, not identity, not alias
+    stripped: dict[str, int] = field(default_factory=dict)  # reason -> count, for metrics
+    alias_refused: bool = False
+    control_chars: bool = False
 
     @classmethod
-    def collect(cls, headers: Sequence[Header]) -> _Fields:
+    def collect(cls, headers: Sequence[Header], rules: Rules) -> _Fields:
         f = cls()
+        names, reject_alias = rules.names, rules.settings.reject_alias_headers
         connection: list[bytes] = []
+        kept, stripped = f.kept, f.stripped
         for name, value in headers:
+            if b"\r" in value or b"\n" in value or b"\0" in value:
+                f.control_chars = True
             lname = name.lower()
-            if lname == b"host":
-                f.host.append(value)
-            elif lname == b"content-length":
-                f.content_length.append(value)
-            elif lname == b"transfer-encoding":
-                f.transfer_encoding.append(value)
-            elif lname in (b"connection", b"proxy-connection"):
-                connection.append(value)
-            elif lname == b"upgrade":
-                f.upgrade.append(value)
-            elif lname == b"via":
-                f.via.append(value)
-        f.connection = connection_tokens(connection)
+            special = _SPECIAL.get(lname)
+            if special is not None:
+                (connection if special == "connection" else getattr(f, special)).append(value)
+                continue
+            if lname in HOP_BY_HOP:
+                continue
+            if has_alias_chars(name):
+                f.alias_refused = f.alias_refused or reject_alias
+                reason = "identity" if names.is_identity(name) else "alias"
+                stripped[reason] = stripped.get(reason, 0) + 1
+            elif names.is_identity(name):
+                stripped["identity"] = stripped.get("identity", 0) + 1
+            else:
+                kept.append((name, value))
+        if connection:
+            f.connection = connection_tokens(connection)
+            named = f.connection - _PLAIN_OPTIONS
+            if named:  # "Connection: X-Foo" makes X-Foo hop-by-hop too
+                f.kept = [(n, v) for n, v in kept if n.lower() not in named]
         return f
 
 
@@ -201,7 +221,7 @@ def _framing_problem(head: RequestHead, f: _Fields) -> str | None:
         return "Content-Length is not a number"
     if len(f.host) > 1:
         return "more than one Host header"
-    if any(b"\r" in v or b"\n" in v or b"\0" in v for _, v in head.headers):
+    if f.control_chars:
         return "control character in a header value"
     if not f.host and head.version == "1.1":
         return "HTTP/1.1 request without Host"
@@ -277,36 +297,6 @@ def _websocket_upgrade(f: _Fields) -> bool:
         return False
     tokens = connection_tokens(f.upgrade)
     return tokens == {b"websocket"}
-
-
-# ---------------------------------------------------------------- strip
-
-_REBUILT = frozenset({b"host", b"content-length", b"via"})
-
-
-def _strip(headers: Sequence[Header], f: _Fields, rules: Rules,
-           stripped: dict[str, int]) -> list[Header] | None:
-    """One pass: drop hop-by-hop, forged identity and alias-spelled names.
-
-    Returns None when the operator chose to reject alias spellings outright."""
-    names = rules.names
-    out: list[Header] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in _REBUILT or lname in f.connection:
-            continue
-        if has_alias_chars(name):
-            if rules.settings.reject_alias_headers:
-                stripped["alias"] = stripped.get("alias", 0) + 1
-                return None
-            reason = "identity" if names.is_identity(name) else "alias"
-            stripped[reason] = stripped.get(reason, 0) + 1
-            continue
-        if names.is_identity(name):
-            stripped["identity"] = stripped.get("identity", 0) + 1
-            continue
-        out.append((name, value))
-    return out
 
 
 # ---------------------------------------------------------------- enrich

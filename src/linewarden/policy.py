@@ -8,6 +8,7 @@ label, never a regex and never a substring match (the O2 failure was a match-eve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -126,12 +127,17 @@ def matchable_path(raw: bytes) -> str | None:
 
 # ---------------------------------------------------------------- hosts
 
+@functools.lru_cache(maxsize=8192)  # hosts repeat across requests; bounded for random ones
 def normalise_host(host: str) -> str | None:
     """Canonical host for matching, or None if it is not a valid host name or IP literal.
 
     Case-insensitive, one trailing dot ignored (RFC 1034 absolute name), IPv6 literals in
     compressed bracket form. Non-ASCII is refused: a URI carries IDNs as punycode.
     """
+    return _normalise_host(host)
+
+
+def _normalise_host(host: str) -> str | None:
     if not host or not host.isascii():
         return None
     host = host.lower()
