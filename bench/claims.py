@@ -353,7 +353,7 @@ def write_report(signing: dict[str, tuple[float, float]], measured: dict[str, li
         f"- {tool_version(['wrk', '--version'])}; {tool_version(['nginx', '-v'])}.",
         "- Both partners' disclosures go to the same SQLite ledger; the raw scenario sends "
         "`X-Up-Calling-Line-Id`, the assertion scenario an ES256 JWS with `sub` and "
-        "`age_over_18` (~380 bytes).",
+        "`age_over_18` (~490 bytes).",
         "- Pre-flight checks: " + "; ".join(f"{w} [{'ok' if ok else 'FAIL'}]"
                                             for w, ok, _ in checks_done),
         "",
