@@ -8,9 +8,11 @@ import time
 import click
 
 from . import review
+from .bindings.cli import bindings
 from .checker_cli import checker
 from .cli_support import CliState, config_option, fail, get_config
 from .config import load_config
+from .keys_cli import keys
 from .killswitch_cli import canary, killswitch
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
 from .review import privacy_level
@@ -136,6 +138,8 @@ main.add_command(checker)
 main.add_command(scan)
 main.add_command(killswitch)
 main.add_command(canary)
+main.add_command(keys)
+main.add_command(bindings)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ import secrets as _random
 import socket
 import time
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, Signer
+from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, NoncePool, Signer
 from .bindings import Binding, is_possible_msisdn
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
@@ -349,7 +348,7 @@ class Config:
                 partner_key_versions=dict(ident.partner_key_versions),
                 signer=self._signer(),
             ),
-            draw_nonce=partial(os.urandom, MIN_NONCE_BYTES),
+            draw_nonce=NoncePool(MIN_NONCE_BYTES),
             reject_alias_headers=self.proxy.reject_alias_headers,
             extra_identity_names=tuple(self.model.strip.extra_names),
             extra_identity_suffixes=tuple(self.model.strip.extra_suffixes),
