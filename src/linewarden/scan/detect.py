@@ -44,11 +44,15 @@ _MAX_DIGITS = 15
 _MAX_GROUPS = 6
 # Header values longer than this are not an identity token but a mis-parse of the line.
 _MAX_HEADER_VALUE = 256
-# Bound on the validation memo: logs repeat the same subscribers, and the bound keeps a scan
-# of a file full of distinct ids at constant memory. 2**18 keys (E.164-sized strings) cost
-# about 45 MiB per worker when full (bench/results/scan.md); 2**16 was smaller than the
-# distinct numbers of the 20 MB benchmark sample, so the memo was cleared over and over.
+# Bounds on the memos: logs repeat the same subscribers, and the bounds keep a scan of a
+# file full of distinct ids at constant memory. The first memo maps a candidate exactly as
+# written to its verdict (a repeat costs one lookup); the second maps a parse key (the
+# digits in one form) to its E.164, so that the same number written another way is not
+# parsed again. 2**18 entries of E.164-sized strings are about 40 MiB when full (measured
+# with tracemalloc), 2**16 about 10 MiB. The single 2**16 memo this replaces was smaller
+# than the 20 MB benchmark sample's distinct numbers, so it was cleared over and over.
 _MEMO_MAX = 1 << 18
+_PARSE_MEMO_MAX = 1 << 16
 # Identity header names seen in a log are few; the bound only guards against a hostile log.
 _NAME_MEMO_MAX = 4096
 
@@ -181,7 +185,8 @@ class Detector:
         self._setup_regions()
         self._header_re = self._compile_header_re()
         self._marker_re = self._compile_marker_re()
-        self._memo: dict[str, str | None] = {}
+        self._memo: dict[bytes, tuple[str, str] | None] = {}  # `_classify`, by written text
+        self._parsed: dict[str, str | None] = {}  # `_validate`, by parse key
         self._names: dict[bytes, str | None] = {}  # raw header name -> display name or None
 
     # -- configuration ------------------------------------------------------------------
@@ -218,7 +223,8 @@ class Detector:
         # and the tails (reversed, as a trie) are tried only there. Forwards it started with
         # any tail letter and ran at half the speed (bench/results/scan.md).
         reversed_tails = _trie([t[::-1].encode() for t in self.header_tails()])
-        return re.compile(rb"[:=][ \t]*[\"']?(" + reversed_tails + rb")")
+        # The class after the tail walks back over the rest of the name (`_NAME_CHARS`).
+        return re.compile(rb"[:=][ \t]*[\"']?(" + reversed_tails + rb")[0-9a-z_\-.$]*")
 
     def _compile_marker_re(self) -> re.Pattern[bytes]:
         # Where a number in an accepted form can begin (see `_may_start`): `+` or `(` with 7
@@ -255,25 +261,23 @@ class Detector:
         return findings
 
     def header_matches(self, lowered: bytes) -> list[tuple[int, int, int]]:
-        """(tail start, tail end, value start) of every `tail ["']? [ \t]* [:=] [ \t]*` in
-        `lowered`, in order. Matches cannot overlap (a tail holds no separator)."""
+        """(name start, tail end, value start) of every `tail ["']? [ \t]* [:=] [ \t]*` in
+        `lowered`, in order; the name is the tail with the name characters before it.
+        Matches cannot overlap (a name holds no separator)."""
         size = len(lowered)
         out = []
         for m in self._header_re.finditer(lowered[::-1]):
             value_start = size - m.start()
             while value_start < size and lowered[value_start] in b" \t":
                 value_start += 1
-            out.append((size - m.end(1), size - m.start(1), value_start))
+            out.append((size - m.end(), size - m.start(1), value_start))
         out.reverse()
         return out
 
     def _header_spans(self, chunk: bytes) -> list[_Span]:
         out: list[_Span] = []
         lowered = chunk.lower()
-        for tail_start, tail_end, value_start in self.header_matches(lowered):
-            name_start = tail_start
-            while name_start > 0 and lowered[name_start - 1] in _NAME_CHARS:
-                name_start -= 1
+        for name_start, tail_end, value_start in self.header_matches(lowered):
             if name_start and _TOKEN_VALUE.match(chunk, name_start - 1):
                 continue  # inside a redaction token such as "[MSISDN:3f2a...]"
             raw_name = chunk[name_start:tail_end]
@@ -425,6 +429,18 @@ class Detector:
         )
 
     def _classify(self, text: bytes) -> tuple[str, str] | None:
+        """(kind, canonical value) if `text`, a window of whole groups, is one identity."""
+        try:
+            return self._memo[text]
+        except KeyError:
+            pass
+        result = self._classify_new(text)
+        if len(self._memo) >= _MEMO_MAX:
+            self._memo.clear()
+        self._memo[text] = result
+        return result
+
+    def _classify_new(self, text: bytes) -> tuple[str, str] | None:
         digits = text.translate(None, _NOT_DIGITS)
         n = len(digits)
         if n < _MIN_DIGITS or n > _MAX_DIGITS + 3:
@@ -455,12 +471,12 @@ class Detector:
         key = "+" + digits if plus else self._form_key(digits)
         if key is None:
             return None
-        if key in self._memo:
-            return self._memo[key]
+        if key in self._parsed:
+            return self._parsed[key]
         result = self._parse(key)
-        if len(self._memo) >= _MEMO_MAX:
-            self._memo.clear()
-        self._memo[key] = result
+        if len(self._parsed) >= _PARSE_MEMO_MAX:
+            self._parsed.clear()
+        self._parsed[key] = result
         return result
 
     def _form_key(self, digits: str) -> str | None:

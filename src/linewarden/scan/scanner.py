@@ -1,9 +1,10 @@
 """The scan, end to end: inputs -> work units -> worker processes -> one report per file.
 
-Work is cut into units so that both cores stay busy: a plain file of at least
-`files.SPLIT_MIN` bytes is split into newline-aligned byte ranges, scanned in parallel and
-merged in order; a gzip file (not seekable) or a file being redacted is one unit, so
-several such files run in parallel. Standard input is read in this process.
+Work is cut into units so that every core stays busy: a plain file of at least
+`files.SPLIT_MIN` bytes is split into newline-aligned byte ranges (`RANGES_PER_WORKER` per
+worker), scanned in parallel and merged in order; a gzip file (not seekable) or a file
+being redacted is one unit, so several such files run in parallel. Standard input is read
+in this process.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from linewarden.scan.files import (
 from linewarden.scan.report import FileReport
 
 Progress = Callable[[int, bool], None]  # (bytes just scanned, a file just finished)
+
+# A big file is cut into this many ranges per worker, not one: the pool hands the next
+# range to whichever worker is free, so a worker slowed by other load on the machine (or a
+# denser part of the log) does not leave the others idle at the end. A range is at least
+# one 4 MiB chunk (`files.split_ranges`), so the per-unit cost (a report pickled back) is
+# noise.
+RANGES_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,8 @@ def plan(sources: Sequence[Source], options: ScanOptions) -> list[_Unit]:
         if source.is_stdin or source.gzipped or options.redacting:
             units.append(_Unit(index, source))
             continue
-        for start, end in split_ranges(source.path, options.workers):
+        parts = options.workers * RANGES_PER_WORKER if options.workers > 1 else 1
+        for start, end in split_ranges(source.path, parts):
             units.append(_Unit(index, source, start, end))
     return units
 
