@@ -52,11 +52,22 @@ class Rules:
     policy: Policy
     settings: Settings
     names: IdentityNames = field(init=False)
+    # Header name (as spelled on the wire) -> what to do with it. Names repeat on every
+    # request, so the per-name work (lower-case, alias check, loose match) runs once.
+    _triage: dict[bytes, int] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         names = self.policy.identity_names(self.settings.extra_identity_names,
                                            self.settings.extra_identity_suffixes)
         object.__setattr__(self, "names", names)
+
+    def triage(self, name: bytes) -> int:
+        kind = self._triage.get(name)
+        if kind is None:
+            kind = _classify(name, self.names)
+            if len(self._triage) < _TRIAGE_MAX:
+                self._triage[name] = kind
+        return kind
 
 
 @dataclass(slots=True)
@@ -149,12 +160,28 @@ def decide(head: RequestHead, binding: Binding | None, rules: Rules, *,
 
 # ---------------------------------------------------------------- framing and destination
 
-# Fields the core reads, then rebuilds itself; everything hop-by-hop is dropped outright.
-_SPECIAL = {b"host": "host", b"content-length": "content_length",
-            b"transfer-encoding": "transfer_encoding", b"connection": "connection",
-            b"proxy-connection": "connection", b"upgrade": "upgrade", b"via": "via"}
+# What to do with a request field, by name. The first six are fields the core reads and
+# then rebuilds itself; everything hop-by-hop is dropped outright (RFC 9110 §7.6.1).
+KEEP, HOST, CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, UPGRADE, VIA = range(7)
+HOP, STRIP_IDENTITY, STRIP_ALIAS, STRIP_ALIAS_IDENTITY = range(7, 11)
+_SPECIAL = {b"host": HOST, b"content-length": CONTENT_LENGTH,
+            b"transfer-encoding": TRANSFER_ENCODING, b"connection": CONNECTION,
+            b"proxy-connection": CONNECTION, b"upgrade": UPGRADE, b"via": VIA}
+_TRIAGE_MAX = 4096  # distinct names remembered per policy; a flood of random names can't grow it
 # Connection options that name no header of their own (RFC 9112 §9.6, §9.3).
 _PLAIN_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+def _classify(name: bytes, names: IdentityNames) -> int:
+    lname = name.lower()
+    special = _SPECIAL.get(lname)
+    if special is not None:
+        return special
+    if lname in HOP_BY_HOP:
+        return HOP
+    if has_alias_chars(name):
+        return STRIP_ALIAS_IDENTITY if names.is_identity(name) else STRIP_ALIAS
+    return STRIP_IDENTITY if names.is_identity(name) else KEEP
 
 
 @dataclass(slots=True)
@@ -175,33 +202,32 @@ class _Fields:
     @classmethod
     def collect(cls, headers: Sequence[Header], rules: Rules) -> _Fields:
         f = cls()
-        names, reject_alias = rules.names, rules.settings.reject_alias_headers
         connection: list[bytes] = []
-        kept, stripped = f.kept, f.stripped
+        special = (None, f.host, f.content_length, f.transfer_encoding, connection, f.upgrade,
+                   f.via)
+        kept, triage = f.kept, rules.triage
         for name, value in headers:
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 f.control_chars = True
-            lname = name.lower()
-            special = _SPECIAL.get(lname)
-            if special is not None:
-                (connection if special == "connection" else getattr(f, special)).append(value)
-                continue
-            if lname in HOP_BY_HOP:
-                continue
-            if has_alias_chars(name):
-                f.alias_refused = f.alias_refused or reject_alias
-                reason = "identity" if names.is_identity(name) else "alias"
-                stripped[reason] = stripped.get(reason, 0) + 1
-            elif names.is_identity(name):
-                stripped["identity"] = stripped.get("identity", 0) + 1
-            else:
+            kind = triage(name)
+            if kind == KEEP:
                 kept.append((name, value))
+            elif kind < HOP:
+                special[kind].append(value)  # type: ignore[union-attr]
+            elif kind > HOP:
+                f._strip(kind, rules.settings.reject_alias_headers)
         if connection:
             f.connection = connection_tokens(connection)
             named = f.connection - _PLAIN_OPTIONS
             if named:  # "Connection: X-Foo" makes X-Foo hop-by-hop too
                 f.kept = [(n, v) for n, v in kept if n.lower() not in named]
         return f
+
+    def _strip(self, kind: int, reject_alias: bool) -> None:
+        reason = "alias" if kind == STRIP_ALIAS else "identity"
+        self.stripped[reason] = self.stripped.get(reason, 0) + 1
+        if kind != STRIP_IDENTITY and reject_alias:
+            self.alias_refused = True
 
 
 def _framing_problem(head: RequestHead, f: _Fields) -> str | None:

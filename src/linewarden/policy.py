@@ -114,13 +114,16 @@ def path_within(path: str, prefix: str) -> bool:
     return path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
+# Anything that could make the origin see another path than the one we match: escapes,
+# backslashes, empty segments, dot segments (RFC 3986 §5.2.4), non-ASCII.
+_AMBIGUOUS_PATH = re.compile(rb"%|\\|//|(?:^|/)\.\.?(?:/|$)|[^\x00-\x7f]")
+
+
 def matchable_path(raw: bytes) -> str | None:
     """The path for partner `paths` matching, or None if it could mean something else
     to the origin (dot segments, encoded '/', '.' or '%'): then path-scoped partners fail
     closed rather than guess how the origin normalises."""
-    if b"%" in raw or b"\\" in raw or b"//" in raw or not raw.isascii():
-        return None
-    if any(seg in (b".", b"..") for seg in raw.split(b"/")):
+    if _AMBIGUOUS_PATH.search(raw):
         return None
     return raw.decode("ascii")
 
