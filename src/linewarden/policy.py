@@ -29,6 +29,12 @@ CLAIMS = ("msisdn", "pseudonym", "age_over_18", "operator", "assertion")
 # What an `assertion` may carry besides its `sub` (the pairwise pseudonym): `include = [...]`.
 ASSERTION_INCLUDES = ("age_over_18", "operator", "msisdn")
 MSISDN_FORMATS = ("e164", "+e164")
+# Number Verification (docs/numberverify.md): the scopes a `[partners.oauth]` client may hold.
+# Reading the number itself is the raw number again, so only purposes that need it may.
+NV_VERIFY = "number-verification:verify"
+NV_READ = "number-verification:device-phone-number:read"
+OAUTH_SCOPES = (NV_VERIFY, NV_READ)
+RAW_NUMBER_PURPOSES = ("billing", "own_services")
 
 # Top-level tables of linewarden.toml that a policy loader reads past: `policy check` accepts
 # the main config file as well as a partners-only file.
@@ -49,6 +55,17 @@ class ClaimSpecModel(BaseModel):
     include: list[str] | None = None  # assertion only: claims signed into the token
 
 
+class OAuthClientModel(BaseModel):
+    """`[partners.oauth]`: the partner as an OAuth 2.0 client of the Number Verification API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    client_id: str
+    redirect_uris: tuple[str, ...] = Field(min_length=1)
+    client_secret_sha256: str = ""  # hex SHA-256 of the secret: the file never holds it
+    public_key: str = ""  # PEM, for private_key_jwt client authentication (RFC 7523)
+    scopes: tuple[str, ...] = Field(min_length=1)
+
+
 class PartnerModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -58,7 +75,8 @@ class PartnerModel(BaseModel):
     ports: list[int] = []
     expires: date | None = None
     allow_raw_msisdn: bool = False
-    headers: dict[str, str | ClaimSpecModel] = Field(min_length=1)
+    headers: dict[str, str | ClaimSpecModel] = {}  # lint: headers or oauth, not neither
+    oauth: OAuthClientModel | None = None
 
 
 class PolicyModel(BaseModel):
@@ -85,6 +103,7 @@ class Partner:
     allow_raw_msisdn: bool
     claims: tuple[ClaimSpec, ...]
     line: int | None = None
+    oauth: OAuthClientModel | None = None
 
     @property
     def expires_at(self) -> float | None:
@@ -326,7 +345,7 @@ def _partner(index: int, m: PartnerModel, smap: SourceMap) -> Partner:
         id=m.id, purpose=m.purpose, hosts=hosts, paths=tuple(m.paths), ports=frozenset(m.ports),
         expires=m.expires, allow_raw_msisdn=m.allow_raw_msisdn,
         claims=tuple(_claim_spec(h, v) for h, v in m.headers.items()),
-        line=smap.line_of(("partners", index)),
+        line=smap.line_of(("partners", index)), oauth=m.oauth,
     )
 
 
@@ -342,6 +361,7 @@ def normalise_pattern(pattern: str) -> str | None:
 def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
     out: list[Finding] = []
     seen_ids: dict[str, int] = {}
+    seen_clients: set[str] = set()
     for i, p in enumerate(partners):
         def add(level: Literal["error", "warning"], key: Loc, message: str, fix: str = "",
                 i: int = i, p: PartnerModel = p) -> None:
@@ -391,6 +411,11 @@ def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
         if sum(1 for v in p.headers.values() if _claim_spec("", v).claim == "assertion") > 1:
             add("error", ("headers",), "more than one 'assertion' header",
                 "send one assertion and list what it carries in its include = [...]")
+        if not p.headers and p.oauth is None:
+            add("error", ("headers",), "the partner has no [partners.headers] and no "
+                "[partners.oauth]", "add the headers it receives, or its OAuth client")
+        if p.oauth is not None:
+            _lint_oauth(p, p.oauth, seen_clients, add)
         normalised = [normalise(h) for h in p.headers]
         if len(set(normalised)) != len(normalised):
             add("error", ("headers",), "two header names differ only in case or punctuation",
@@ -423,6 +448,77 @@ def _lint_assertion(spec: ClaimSpec, allow_raw: bool, key: Loc,
                 "the signed 'sub' pseudonym is usually enough")
     if len(set(spec.include)) != len(spec.include):
         add("error", key, "a claim is listed twice in include", "list each claim once")
+
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+
+
+def _lint_oauth(p: PartnerModel, o: OAuthClientModel, seen: set[str],
+                add: Callable[[Literal["error", "warning"], Loc, str, str], None]) -> None:
+    key: Loc = ("oauth",)
+    if not _CLIENT_ID.match(o.client_id):
+        add("error", (*key, "client_id"), f"client_id '{o.client_id}' is not valid",
+            "use 1-128 letters, digits, '.', '_', '~' or '-'")
+    if o.client_id in seen:
+        add("error", (*key, "client_id"), f"client_id '{o.client_id}' is used by another "
+            "partner", "give every OAuth client its own client_id")
+    seen.add(o.client_id)
+    if bool(o.client_secret_sha256) == bool(o.public_key):
+        add("error", key, "give exactly one of client_secret_sha256 and public_key", "")
+    if o.client_secret_sha256 and not re.fullmatch(r"[0-9a-f]{64}", o.client_secret_sha256):
+        add("error", (*key, "client_secret_sha256"), "client_secret_sha256 is not 64 "
+            "lower-case hex digits", "sha256sum of the secret, e.g. printf %s SECRET | sha256sum")
+    if o.public_key and not _is_public_key(o.public_key):
+        add("error", (*key, "public_key"), "public_key is not a PEM public key",
+            "paste the partner's '-----BEGIN PUBLIC KEY-----' block")
+    for scope in o.scopes:
+        if scope not in OAUTH_SCOPES:
+            add("error", (*key, "scopes"), f"unknown scope '{scope}'",
+                f"use {' and/or '.join(OAUTH_SCOPES)}")
+    if NV_READ in o.scopes and not (p.allow_raw_msisdn and p.purpose in RAW_NUMBER_PURPOSES):
+        add("error", (*key, "scopes"), f"'{NV_READ}' hands over the raw phone number",
+            f"use '{NV_VERIFY}' (a yes/no answer), or for purposes "
+            f"{', '.join(RAW_NUMBER_PURPOSES)} set allow_raw_msisdn = true")
+    elif NV_READ in o.scopes:
+        add("warning", (*key, "scopes"), f"'{NV_READ}' hands over the raw phone number",
+            f"'{NV_VERIFY}' answers yes/no without it")
+    for uri in o.redirect_uris:
+        problem = _redirect_problem(uri, p.hosts)
+        if problem:
+            add("error", (*key, "redirect_uris"), f"redirect URI '{uri}': {problem}", "")
+
+
+def _redirect_problem(uri: str, hosts: Sequence[str]) -> str | None:
+    """RFC 6749 §3.1.2: absolute, no fragment; https, or http on loopback (RFC 8252 §7.3);
+    on one of the partner's own hosts, so a code never goes to somebody else's site."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host = normalise_host(parts.hostname or "")
+    except ValueError:
+        return "not a URI"
+    if parts.fragment or "#" in uri:
+        return "has a fragment (RFC 6749 §3.1.2)"
+    if host is None or parts.scheme not in ("https", "http"):
+        return "is not an absolute https:// URI"
+    loopback = host in ("localhost", "[::1]") or host.startswith("127.")
+    if parts.scheme == "http" and not loopback:
+        return "http:// is allowed only for loopback (RFC 8252 §7.3); use https://"
+    patterns = [normalise_pattern(h) for h in hosts]
+    if not loopback and not any(pat and patterns_overlap(pat, host) for pat in patterns):
+        return "its host is not one of the partner's hosts"
+    return None
+
+
+def _is_public_key(pem: str) -> bool:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def host_problem(host: str) -> tuple[str, str] | None:
