@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from publicsuffixlist import PublicSuffixList
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
 from .names import IdentityNames, is_token, normalise
 from .sourcemap import ConfigError, ConfigErrors, Loc, SourceMap, load_toml, parse_toml
@@ -77,6 +84,26 @@ class PartnerModel(BaseModel):
     allow_raw_msisdn: bool = False
     headers: dict[str, str | ClaimSpecModel] = {}  # lint: headers or oauth, not neither
     oauth: OAuthClientModel | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _headers_or_oauth(cls, data: Any,
+                          handler: ModelWrapValidatorHandler[PartnerModel]) -> PartnerModel:
+        """`headers` stays required unless the partner is an OAuth client (reported with
+        the other missing keys, not after them)."""
+        missing = isinstance(data, dict) and "headers" not in data and "oauth" not in data
+        extra: list[Any] = [{"type": "missing", "loc": ("headers",), "input": data}] * missing
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            if not extra:
+                raise
+            kept: list[Any] = [{k: e[k] for k in ("type", "loc", "input", "ctx") if k in e}
+                               for e in exc.errors()]
+            raise ValidationError.from_exception_data(cls.__name__, [*kept, *extra]) from None
+        if extra:
+            raise ValidationError.from_exception_data(cls.__name__, extra)
+        return model
 
 
 class PolicyModel(BaseModel):
