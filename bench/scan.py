@@ -1,7 +1,7 @@
 """Log scanner throughput and accuracy, side by side with the usual alternatives.
 
     .venv/bin/python bench/scan.py [--size-mb 1024] [--sample-mb 20] [--repeat 3]
-                                   [--skip-presidio]
+                                   [--skip-presidio] [--before GIT-REF]
 
 Two generated corpora (tests/scan/corpus.py, seed 2012), each a labeled 20 MB sample and a
 1 GiB log made of that sample repeated:
@@ -19,7 +19,8 @@ Presidio's analyzer with only its phone recognizer (region GB; spaCy blank Engli
 pipeline, since no model can be downloaded here), each with recall and precision on the
 sample's phone-number labels. Every row has wall-clock MB/s and MB per CPU-second (the
 process and its workers), the load average is recorded, and the ratios are taken within
-this one run.
+this one run. `--before REF` adds the scanner as it was at git REF (its
+src/linewarden/scan, the rest of the package as now) to every round, in its own process.
 
 Presidio lives in bench/.venv-presidio, created here on first use; it is never a project
 dependency. Prints the figures and writes them to bench/results/scan.md.
@@ -32,9 +33,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -227,6 +230,43 @@ def run_presidio(path: Path, text: bytes, labels: list[Label]) -> dict[str, floa
             "recall": recall, "precision": precision}
 
 
+BEFORE_SCRIPT = r"""
+import json, resource, sys, time
+from linewarden.scan.scanner import ScanOptions, scan_paths
+def cpu():
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+wall, used = time.perf_counter(), cpu()
+(report,) = scan_paths([sys.argv[1]], ScanOptions(regions=("GB",), workers=int(sys.argv[2])))
+print(json.dumps([report.size, time.perf_counter() - wall, cpu() - used]))
+"""
+
+
+def before_tree(ref: str) -> Path:
+    """A copy of src/ with src/linewarden/scan as it was at git `ref`."""
+    root = Path(tempfile.mkdtemp(prefix="scan-before-"))
+    shutil.copytree(HERE.parent / "src", root / "src")
+    scan_dir = root / "src" / "linewarden" / "scan"
+    shutil.rmtree(scan_dir)
+    scan_dir.mkdir()
+    names = subprocess.run(["git", "ls-tree", "--name-only", f"{ref}:src/linewarden/scan"],
+                           cwd=HERE.parent, capture_output=True, check=True, text=True)
+    for name in names.stdout.split():
+        blob = subprocess.run(["git", "show", f"{ref}:src/linewarden/scan/{name}"],
+                              cwd=HERE.parent, capture_output=True, check=True)
+        (scan_dir / name).write_bytes(blob.stdout)
+    return root / "src"
+
+
+def run_before(tree: Path, path: Path, workers: int) -> tuple[float, float]:
+    """(wall MB/s, MB per CPU-s) of the scanner in `tree` on `path`, in its own process."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, "-c", BEFORE_SCRIPT, str(path), str(workers)],
+                          capture_output=True, check=True, env=env)
+    size, wall, cpu = json.loads(proc.stdout.splitlines()[-1])
+    return size / 1e6 / wall, size / 1e6 / cpu
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
@@ -238,7 +278,9 @@ def main() -> None:
     ap.add_argument("--sample-mb", type=int, default=20, help="labeled sample size in MB")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds on the big logs")
     ap.add_argument("--skip-presidio", action="store_true")
+    ap.add_argument("--before", metavar="REF", help="also run the scanner as of this git ref")
     args = ap.parse_args()
+    tree = before_tree(args.before) if args.before else None
     cpus = os.cpu_count() or 1
     loads = [_load()]
 
@@ -296,40 +338,56 @@ def main() -> None:
 
     # The big logs: one worker and all workers on both corpora, interleaved round by round
     # so that other load on the machine falls on every configuration alike.
-    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    versions = ["now", "before"] if tree else ["now"]
     for round_no in range(args.repeat):
         for corpus in CORPORA:
             for workers in (1, cpus):
-                wall, cpu = run_linewarden(big[corpus], workers)
-                results.setdefault((corpus, workers), []).append((wall, cpu))
-                print(f"round {round_no + 1}: {corpus} {args.size_mb} MiB, {workers} worker(s): "
-                      f"{wall:.1f} MB/s, {cpu:.1f} MB per CPU-s (load {_load()})")
+                for version in versions:
+                    if version == "now":
+                        wall, cpu = run_linewarden(big[corpus], workers)
+                    else:
+                        assert tree is not None
+                        wall, cpu = run_before(tree, big[corpus], workers)
+                    results.setdefault((corpus, workers, version), []).append((wall, cpu))
+                    print(f"round {round_no + 1}: {corpus} {args.size_mb} MiB, {workers} "
+                          f"worker(s), {version}: {wall:.1f} MB/s, {cpu:.1f} MB per CPU-s "
+                          f"(load {_load()})")
         loads.append(_load())
     big_rows = []
     for corpus in CORPORA:
         for workers in (1, cpus):
-            walls = [w for w, _ in results[(corpus, workers)]]
-            cpu_rates = [c for _, c in results[(corpus, workers)]]
-            wall, cpu = statistics.median(walls), statistics.median(cpu_rates)
-            big_rows.append(
-                f"| {corpus} | linewarden, {args.size_mb} MiB log, {workers} worker"
-                f"{'s' if workers > 1 else ''} | {wall:.1f} | {cpu:.1f} | | |"
-            )
+            for version in versions:
+                walls = [w for w, _ in results[(corpus, workers, version)]]
+                cpu_rates = [c for _, c in results[(corpus, workers, version)]]
+                wall, cpu = statistics.median(walls), statistics.median(cpu_rates)
+                label = "linewarden" if version == "now" else f"linewarden before ({args.before})"
+                big_rows.append(
+                    f"| {corpus} | {label}, {args.size_mb} MiB log, {workers} worker"
+                    f"{'s' if workers > 1 else ''} | {wall:.1f} | {cpu:.1f} | | |"
+                )
+            cpu = statistics.median(c for _, c in results[(corpus, workers, "now")])
+            if tree:
+                before_cpu = statistics.median(
+                    c for _, c in results[(corpus, workers, "before")])
+                ratios.append(f"- {corpus}, {args.size_mb} MiB log, {workers} worker(s): "
+                              f"{cpu / before_cpu:.1f}x before, per CPU-second")
             if workers == 1:
                 line = (f"- {corpus}, {args.size_mb} MiB log, 1 worker, per CPU-second: "
                         f"{cpu / baseline[corpus + '-matcher']:.0f}x the matcher")
                 if corpus + "-presidio" in baseline:
                     line += f", {cpu / baseline[corpus + '-presidio']:.0f}x Presidio"
                 ratios.append(line)
-        one = statistics.median(w for w, _ in results[(corpus, 1)])
-        many = statistics.median(w for w, _ in results[(corpus, cpus)])
+        one = statistics.median(w for w, _ in results[(corpus, 1, "now")])
+        many = statistics.median(w for w, _ in results[(corpus, cpus, "now")])
         ratios.append(f"- {corpus}: {cpus} workers vs 1, wall clock: {many / one:.2f}x")
 
     doc = "\n".join([
         "# Log scanner benchmark",
         "",
         f"`.venv/bin/python bench/scan.py --size-mb {args.size_mb} --sample-mb {args.sample_mb}"
-        f" --repeat {args.repeat}` on {platform.processor() or platform.machine()}, {cpus} CPUs,"
+        f" --repeat {args.repeat}{' --before ' + args.before if args.before else ''}`"
+        f" on {platform.processor() or platform.machine()}, {cpus} CPUs,"
         f" Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         "The machine is shared (other engineers' tests run on it): load average (1/5/15 min)"
