@@ -28,6 +28,7 @@ import hmac
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -255,6 +256,7 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.cleanup()
+        shutil.rmtree(work, ignore_errors=True)  # the 10 M-row database is gigabytes
     text = "\n".join(lines) + "\n"
     out = ROOT / "bench" / "results" / "ledger.md"
     out.parent.mkdir(parents=True, exist_ok=True)
