@@ -48,10 +48,10 @@ _MAX_HEADER_VALUE = 256
 # file full of distinct ids at constant memory. The first memo maps a candidate exactly as
 # written to its verdict (a repeat costs one lookup); the second maps a parse key (the
 # digits in one form) to its E.164, so that the same number written another way is not
-# parsed again. 2**18 entries of E.164-sized strings are about 40 MiB when full (measured
-# with tracemalloc), 2**16 about 10 MiB; header values (by raw value and name) share the
-# second bound. The single 2**16 memo this replaces was smaller than the 20 MB benchmark
-# sample's distinct numbers, so it was cleared over and over.
+# parsed again; header values (by raw value and name) share the second bound. An entry is
+# about 200 bytes (tracemalloc), so all three full are about 75 MiB per worker; the dense
+# 20 MB benchmark sample fills them to 25 MiB. The single 2**16 memo these replace was
+# smaller than that sample's distinct numbers, so it was cleared over and over.
 _MEMO_MAX = 1 << 18
 _PARSE_MEMO_MAX = 1 << 16
 # Identity header names seen in a log are few; the bound only guards against a hostile log.
