@@ -14,6 +14,7 @@ from .cli_support import CliState, config_option, fail, get_config
 from .config import load_config
 from .keys_cli import keys
 from .killswitch_cli import canary, killswitch
+from .ledger.cli import audit
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
 from .review import privacy_level
 from .scan.cli import scan
@@ -140,6 +141,7 @@ main.add_command(killswitch)
 main.add_command(canary)
 main.add_command(keys)
 main.add_command(bindings)
+main.add_command(audit)
 
 
 if __name__ == "__main__":

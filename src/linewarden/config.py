@@ -134,6 +134,13 @@ class LedgerSection(_Section):
     url: str = "sqlite:///.linewarden/ledger.db"
     key: str = ""
     key_file: str = ""
+    # Bounds of the group-commit writer (ledger/writer.py says why these defaults).
+    queue_max: int = Field(default=8192, ge=1)
+    batch_max: int = Field(default=1000, ge=1, le=50_000)
+    checkpoint_every: int = Field(default=10_000, ge=1)  # a signed checkpoint every N rows
+    checkpoint_seconds: float = Field(default=60.0, gt=0)  # ...or every S seconds
+    signing_key_file: str = ""  # Ed25519 PEM; default <state_dir>/ledger-signing.pem
+    trusted_keys: list[str] = []  # base64 public keys of other instances' checkpoints
 
 
 class StoreSection(_Section):

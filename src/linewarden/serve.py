@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -15,27 +14,20 @@ import uvloop
 
 from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
-from .decide import DisclosureRecord, Rules
+from .decide import Rules
 from .keys import watch_keys
 from .leakguard import LeakGuard
+from .ledger import ledger_from_config
+from .ledger.api import audit_routes
+from .ledger.writer import LedgerWriter
 from .metrics import Metrics
 from .proxy.server import Gateway, Recorder
 from .sourcemap import ConfigError, ConfigErrors
-from .web.admin import AdminContext
+from .web.admin import AdminContext, guard_routes
 from .web.app import make_app
 from .web.jwks import jwks_routes
 
 log = logging.getLogger("linewarden")
-
-
-class LogRecorder:
-    """Disclosures as structured log lines (keyed subscriber, never the number)."""
-
-    async def record(self, rec: DisclosureRecord) -> bool:
-        log.info(json.dumps({"event": "disclosure", "partner": rec.partner_id, "host": rec.host,
-                             "claims": list(rec.claims), "policy": rec.policy_version,
-                             "subscriber_key": rec.subscriber_key[:16]}))
-        return True
 
 
 class _Uvicorn(uvicorn.Server):
@@ -51,7 +43,9 @@ class Service:
         self.metrics = Metrics()
         self.store = open_store(config)  # [store] url, with [profiles] joined to reads
         self.radius = radius_listener(config, self.store, self.metrics.registry)
-        self.recorder = recorder or LogRecorder()
+        # The disclosure ledger: the proxy adds identity only once its row is committed.
+        self._owns_recorder = recorder is None
+        self.recorder: Recorder = recorder or ledger_from_config(config)
         proxy = config.proxy
         # Kill switch state is read here, before the gateway exists (a tripped or unreadable
         # state file holds from the very first request); the canary rounds read live rules.
@@ -93,12 +87,15 @@ class Service:
         if self.radius is not None:
             await self.radius.start()
         await self.leakguard.open()  # switch converged with other instances; probe binding
+        if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
+            await self.recorder.start()
         await self.gateway.start(proxy_host, proxy_port)
         admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
         app = make_app(self.metrics, admin, names=self.gateway.rules.names,
                        extra=[*self.leakguard.routes(admin, lambda: self.gateway.rules,
                                                      self._set_rules),
-                              *jwks_routes(self.settings.secrets.signer)])
+                              *jwks_routes(self.settings.secrets.signer),
+                              *guard_routes(admin, audit_routes(self.config))])
         self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
         web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
                                       lifespan="off", access_log=False))
@@ -121,6 +118,8 @@ class Service:
         if self.radius is not None:
             await self.radius.close()
         await self.gateway.close()
+        if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
+            await self.recorder.close()  # flushes what the queue still holds
         await web_task
         await self.store.close()
 
