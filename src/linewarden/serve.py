@@ -21,6 +21,7 @@ from .ledger import ledger_from_config
 from .ledger.api import audit_routes
 from .ledger.writer import LedgerWriter
 from .metrics import Metrics
+from .numberverify import numberverify_routes
 from .proxy.server import Gateway, Recorder
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext, guard_routes
@@ -95,7 +96,10 @@ class Service:
                        extra=[*self.leakguard.routes(admin, lambda: self.gateway.rules,
                                                      self._set_rules),
                               *jwks_routes(self.settings.secrets.signer),
-                              *guard_routes(admin, audit_routes(self.config))])
+                              *guard_routes(admin, audit_routes(self.config)),
+                              *numberverify_routes(self.config, self.store, self.recorder,
+                                                   lambda: self.gateway.rules.policy,
+                                                   lambda: self.leakguard.switch.tripped)])
         self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
         web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
                                       lifespan="off", access_log=False))
