@@ -78,8 +78,13 @@ def _ip_text(key: bytes) -> str:
 class MemoryStore:
     local = True
 
+    # Decoded bindings of recently seen addresses. An entry is valid only while the store
+    # still holds the very same record object, so a write or delete invalidates it for free.
+    _DECODED_MAX = 65536
+
     def __init__(self) -> None:
         self._by_ip: dict[bytes, bytes] = {}
+        self._decoded: dict[bytes, tuple[bytes, Binding]] = {}
 
     # ---- synchronous: the data plane's hot path and start-up loading
 
@@ -88,9 +93,19 @@ class MemoryStore:
         if key is None:
             return None
         record = self._by_ip.get(key)
-        if record is None and len(key) == _V6_LEN:
+        if record is None:
+            if len(key) != _V6_LEN:
+                return None
             record = self._by_ip.get(key[:_V6_PREFIX_BYTES] + _V6_HOST_ZERO)
-        return None if record is None else _decode(ip, record)
+            return None if record is None else _decode(ip, record)
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] is record and cached[1].ip == ip:
+            return cached[1]
+        binding = _decode(ip, record)
+        if len(self._decoded) >= self._DECODED_MAX:
+            self._decoded.clear()
+        self._decoded[key] = (record, binding)
+        return binding
 
     def put(self, binding: Binding) -> None:
         key = address_key(binding.ip)

@@ -19,6 +19,7 @@ def make_app(metrics: Metrics, admin: AdminContext, *, names: IdentityNames,
              ) -> Starlette:
     async def prometheus(request: Request) -> Response:
         metrics.bindings.set(admin.store.count())
+        metrics.flush()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
