@@ -1,0 +1,154 @@
+"""Test support: the Number Verification routes served for real (uvicorn on 127.0.0.1, in
+a thread) with bindings for 127.0.0.2 and 127.0.0.3, a controllable clock, a ledger stand-in,
+and the sample partner app from examples/ in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from linewarden.bindings import Binding
+from linewarden.bindings.memory import MemoryStore
+from linewarden.decide import DisclosureRecord
+from linewarden.numberverify.api import NumberVerification, api_routes, oauth_routes
+from linewarden.policy import Policy, parse_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+MSISDN_A = "447400900222"  # bound to 127.0.0.2
+MSISDN_B = "447400900333"  # bound to 127.0.0.3
+LEDGER_KEY = b"nv-test-ledger-key"
+SHOP_SECRET = "shop-secret-0123456789"
+CARRIER_SECRET = "carrier-secret-0123456789"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load_example() -> ModuleType:
+    path = ROOT / "examples" / "camara_partner.py"
+    spec = importlib.util.spec_from_file_location("camara_partner", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["camara_partner"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def policy_text(shop_redirect: str, carrier_redirect: str, extra: str = "") -> str:
+    return f"""
+[[partners]]
+id = "shop"
+purpose = "fraud_prevention"
+hosts = ["shop.test"]
+[partners.oauth]
+client_id = "shop-client"
+redirect_uris = ["{shop_redirect}"]
+client_secret_sha256 = "{sha(SHOP_SECRET)}"
+scopes = ["number-verification:verify"]
+
+[[partners]]
+id = "carrier"
+purpose = "billing"
+hosts = ["carrier.test"]
+allow_raw_msisdn = true
+[partners.oauth]
+client_id = "carrier-client"
+redirect_uris = ["{carrier_redirect}"]
+client_secret_sha256 = "{sha(CARRIER_SECRET)}"
+scopes = ["number-verification:verify", "number-verification:device-phone-number:read"]
+{extra}
+"""
+
+
+@dataclass
+class ListRecorder:
+    rows: list[DisclosureRecord] = field(default_factory=list)
+    accept: bool = True
+
+    async def record(self, rec: DisclosureRecord) -> bool:
+        if self.accept:
+            self.rows.append(rec)
+        return self.accept
+
+
+@dataclass
+class Clock:
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Operator:
+    """The routes under test, listening on 127.0.0.1."""
+
+    nv: NumberVerification
+    recorder: ListRecorder
+    clock: Clock
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def bound_store() -> MemoryStore:
+    store = MemoryStore()
+
+    async def fill() -> None:
+        await store.write(Binding(ip="127.0.0.2", msisdn=MSISDN_A))
+        await store.write(Binding(ip="127.0.0.3", msisdn=MSISDN_B))
+
+    asyncio.run(fill())
+    return store
+
+
+def start_operator(policy: Policy, **options: Any) -> Operator:
+    recorder, clock = ListRecorder(), Clock()
+    nv = NumberVerification(lambda: policy, bound_store(), recorder, LEDGER_KEY,
+                            clock=clock, **options)
+    app = Starlette(routes=[*oauth_routes(nv), *api_routes(nv)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    return Operator(nv, recorder, clock, f"http://127.0.0.1:{port}", server, thread)
+
+
+def device(address: str) -> httpx.Client:
+    """A browser on the mobile network: its connections come from `address`."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address),
+                        follow_redirects=True, timeout=10, trust_env=False)
+
+
+def make_policy(shop_redirect: str, carrier_redirect: str, extra: str = "") -> Policy:
+    policy, _ = parse_policy(policy_text(shop_redirect, carrier_redirect, extra))
+    return policy
