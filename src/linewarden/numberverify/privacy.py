@@ -59,7 +59,8 @@ HEADERS = {
 STYLE = ("body{font-family:sans-serif;max-width:52rem;margin:1rem auto;padding:0 1rem;"
          "line-height:1.4}table{border-collapse:collapse;width:100%}td,th{border:1px solid "
          "#999;padding:.3rem;text-align:left;vertical-align:top}.note{background:#eef;"
-         "padding:.5rem}.stopped{color:#a00}form{display:inline}")
+         "padding:.5rem}.stopped{color:#a00}form{display:inline}.wide{overflow-x:auto}"
+         "td{overflow-wrap:anywhere}")
 
 
 @dataclass
@@ -172,9 +173,10 @@ class PrivacyPage:
                 f"<td>{escape('; '.join(WORDS.get(c, c) for c in e.claims))}</td>"
                 f"<td>{iso(e.first_us)}</td><td>{iso(e.last_us)}</td><td>{e.count}</td></tr>"
                 for e in report.entries[:MAX_ROWS])
-            parts.append('<table id="report"><tr><th>Partner</th><th>Purpose</th>'
-                         "<th>Website</th><th>What it received</th><th>First time</th>"
-                         f"<th>Last time</th><th>How often</th></tr>{rows}</table>")
+            parts.append('<div class="wide"><table id="report"><tr><th>Partner</th>'
+                         "<th>Purpose</th><th>Website</th><th>What it received</th>"
+                         "<th>First time</th><th>Last time</th><th>How often</th></tr>"
+                         f"{rows}</table></div>")
         parts.append("<h2>Stop sharing</h2>")
         everyone = OPT_OUT_ALL in opted
         if everyone:
