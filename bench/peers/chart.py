@@ -19,7 +19,7 @@ def main(src: str, dst: str) -> None:
         data = json.load(f)
     rows = data["scenarios"]
     meta = data["meta"]
-    labels = [r["label"] + ("" if r["verified"] in (None, True) else "  [FAILED verification]")
+    labels = [r["label"] + ("" if r["verified"] in (None, True) else "  [flagged: failed a check]")
               for r in rows]
     rps = [r["rps_median"] for r in rows]
     lo = [r["rps_median"] - min(r["rps"]) for r in rows]
@@ -35,8 +35,8 @@ def main(src: str, dst: str) -> None:
     ax1.barh(y, rps, xerr=[lo, hi], color=colours, capsize=3)
     ax1.set_yticks(y, labels)
     ax1.set_xlabel("req/s (median of rounds; bars: min\u2013max)")
-    for yi, v in zip(y, rps, strict=True):
-        ax1.text(v, yi, f"  {v:,.0f}", va="center", ha="left", fontsize=8)
+    for yi, v, h in zip(y, rps, hi, strict=True):
+        ax1.text(v + h, yi, f"  {v:,.0f}", va="center", ha="left", fontsize=8)
     ax1.set_xlim(0, max(rps) * 1.25)
     ax2.barh(y, cpu, color=colours)
     ax2.set_yticks(y, [""] * len(rows))

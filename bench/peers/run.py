@@ -186,6 +186,15 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Busy time (everything but idle and iowait) of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
+    return 0.0
+
+
 # --------------------------------------------------------------------------- origins
 
 
@@ -449,6 +458,18 @@ def verify(peer: Peer) -> None:
 class Round:
     wrk: WrkResult
     cpu_s: float | None  # proxy (or, for direct, origin) process-tree CPU seconds
+    others_s: float = 0.0  # CPU 1 busy time not spent by the proxy (other tenants' work)
+
+    @property
+    def core_share(self) -> float:
+        """Share of one core the proxy used during the round."""
+        wall = self.wrk.duration_us / 1e6
+        return (self.cpu_s or 0.0) / wall if wall else 0.0
+
+    @property
+    def others_share(self) -> float:
+        wall = self.wrk.duration_us / 1e6
+        return max(self.others_s, 0.0) / wall if wall else 0.0
 
     @property
     def cpu_us_per_req(self) -> float | None:
@@ -513,14 +534,16 @@ def table(scenarios: list[Scenario]) -> str:
     by = {sc.name: sc for sc in scenarios}
     direct, squid, haproxy = by.get("direct"), by.get("squid"), by.get("haproxy")
     lines = ["| scenario | verified | req/s (median) | req/s min\u2013max | p50 | p99 "
-             "| CPU µs/request | vs direct | vs Squid | vs HAProxy | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| CPU µs/request | req/s per core | core used | others on CPU 1 "
+             "| vs direct | vs Squid | vs HAProxy | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for sc in scenarios:
         rps = sc.rps()
         cpu = sc.cpu()
         cpu_text = "—" if cpu is None else f"{cpu:,.1f}"
         if sc.name == "direct" and cpu is not None:
             cpu_text = f"({cpu:,.1f} origin)"
+        per_core = "—" if not cpu or sc.name == "direct" else f"{1e6 / cpu:,.0f}"
         verified = "—" if sc.peer is None else ("yes" if sc.peer.verified else "**NO** (flagged)")
         errors = sum(r.wrk.error_count for r in sc.rounds)
         lines.append(
@@ -528,6 +551,8 @@ def table(scenarios: list[Scenario]) -> str:
             f"| {min(rps):,.0f}\u2013{max(rps):,.0f} "
             f"| {fmt_ms(median([r.wrk.p50_us for r in sc.rounds]))} "
             f"| {fmt_ms(median([r.wrk.p99_us for r in sc.rounds]))} | {cpu_text} "
+            f"| {per_core} | {median([r.core_share for r in sc.rounds]):.0%} "
+            f"| {median([r.others_share for r in sc.rounds]):.0%} "
             f"| {fmt_ratio(paired_ratio(sc, direct))} | {fmt_ratio(paired_ratio(sc, squid))} "
             f"| {fmt_ratio(paired_ratio(sc, haproxy))} | {errors} |")
     return "\n".join(lines)
@@ -599,6 +624,9 @@ def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: li
             "p99_us": median([r.wrk.p99_us for r in sc.rounds]),
             "cpu_us_per_request": sc.cpu(),
             "cpu_is_origin": sc.name == "direct",
+            "rps_per_core": (1e6 / sc.cpu()) if sc.cpu() and sc.name != "direct" else None,
+            "core_share": median([r.core_share for r in sc.rounds]),
+            "others_on_proxy_cpu": median([r.others_share for r in sc.rounds]),
             "vs_direct": paired_ratio(sc, by.get("direct")),
             "vs_squid": paired_ratio(sc, by.get("squid")),
             "vs_haproxy": paired_ratio(sc, by.get("haproxy")),
@@ -634,7 +662,12 @@ def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: li
         "(rounds are interleaved, so each pair shares the machine's noise of that moment). "
         "CPU µs/request: the proxy's whole process tree (user + system CPU time from "
         "/proc/PID/stat, every process of a multi-process peer) during the round, divided by "
-        "the requests wrk completed; for direct, nginx's own figure. Every proxied row is "
+        "the requests wrk completed; for direct, nginx's own figure. *req/s per core* = "
+        "1 s / CPU per request, what the proxy would do with a whole core to itself. *core used*: "
+        "the proxy's CPU time / wall time during the round. *others on CPU 1*: CPU 1's busy "
+        "time (/proc/stat) not spent by the proxy — other tenants of this shared machine; "
+        "where it is high, req/s is limited by the proxy's share of the core, and CPU per "
+        "request is the comparable figure. Every proxied row is "
         f"absolute-form `GET http://{PARTNER_HOST}/` (enriched) unless it says otherwise.",
         "",
         chart_note,
@@ -801,11 +834,12 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         if sc.peer and sc.peer.proc and sc.peer.proc.poll() is not None:
             raise RuntimeError(f"{sc.peer.label} exited ({sc.peer.proc.returncode}):\n"
                                + (tail(sc.peer.log) if sc.peer.log else ""))
-        cpu0 = tree_cpu_seconds(sc.cpu_pid)
+        cpu0, busy0 = tree_cpu_seconds(sc.cpu_pid), cpu_busy_seconds(PROXY_CPU)
         res = run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
                       connections=args.connections, threads=1, cpu=CLIENT_CPU)
-        cpu1 = tree_cpu_seconds(sc.cpu_pid)
-        return Round(res, cpu1 - cpu0)
+        cpu1, busy1 = tree_cpu_seconds(sc.cpu_pid), cpu_busy_seconds(PROXY_CPU)
+        own = cpu1 - cpu0 if sc.name != "direct" else 0.0
+        return Round(res, cpu1 - cpu0, (busy1 - busy0) - own)
 
     print(f"load: wrk -t1 -c{args.connections}, {rounds} x {seconds:g} s, interleaved; "
           f"wrk + nginx on CPU {CLIENT_CPU}, proxies on CPU {PROXY_CPU}", flush=True)
@@ -818,7 +852,9 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
             cpu = r.cpu_us_per_req
             print(f"  round {i + 1}/{rounds} {sc.name:17} {r.wrk.rps:10,.0f} req/s  "
                   f"p50 {fmt_ms(r.wrk.p50_us)}  p99 {fmt_ms(r.wrk.p99_us)}  "
-                  + ("" if cpu is None else f"CPU {cpu:,.1f} µs/req")
+                  + ("" if cpu is None else f"CPU {cpu:,.1f} µs/req, "
+                                            f"{r.core_share:.0%} of a core")
+                  + f"; others on CPU {PROXY_CPU}: {r.others_share:.0%}"
                   + (f"  errors {r.wrk.errors}" if r.wrk.error_count else ""), flush=True)
 
     command = ".venv/bin/python bench/peers/run.py" + (
