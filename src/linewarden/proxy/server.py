@@ -31,7 +31,17 @@ from .limits import (
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
 )
-from .upstream import Address, Pool, UpstreamConnection, UpstreamError, resolve_static
+from .upstream import (
+    HAS_CONNECTION,
+    HAS_HOP_BY_HOP,
+    HAS_LENGTH,
+    HAS_TRANSFER_ENCODING,
+    Address,
+    Pool,
+    UpstreamConnection,
+    UpstreamError,
+    resolve_static,
+)
 
 log = logging.getLogger("linewarden.proxy")
 
@@ -436,8 +446,8 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ responses (ResponseSink)
 
-    def response_head(self, status: int, reason: bytes, version: str,
-                      headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      fields: int) -> None:
         exchange = self.active
         if exchange is None or self.transport is None:
             return
@@ -452,7 +462,7 @@ class ClientConnection(asyncio.Protocol):
         if status == 101 and not decision.upgrade:
             self.response_failed(502, "upstream switched protocols without being asked")
             return
-        out, chunked_out = _response_headers(exchange, status, headers)
+        out, chunked_out = _response_headers(exchange, status, headers, fields)
         exchange.chunked_out = chunked_out
         if decision.upgrade or self.upgraded_data is not None:
             exchange.close_after = True  # after an Upgrade attempt the parser can't resume
@@ -627,22 +637,19 @@ def _reason(status: int, reason: bytes) -> str:
     return REASONS.get(status, "Unknown")
 
 
-def _response_headers(exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]
-                      ) -> tuple[list[tuple[bytes, bytes]], bool]:
+def _response_headers(exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]],
+                      fields: int) -> tuple[list[tuple[bytes, bytes]], bool]:
     """Drop hop-by-hop fields and choose the framing towards the client.
 
     Chunked or close-delimited upstream bodies are re-chunked for HTTP/1.1 clients so the
-    client connection stays reusable; HTTP/1.0 clients get the raw body and a close."""
-    named = connection_tokens(v for n, v in headers if n.lower() == b"connection")
-    out: list[tuple[bytes, bytes]] = []
-    has_length = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in named:
-            continue
-        if lname == b"content-length":
-            has_length = True
-        out.append((name, value))
+    client connection stays reusable; HTTP/1.0 clients get the raw body and a close.
+    `headers` is the upstream's fresh list for this response, so it is ours to extend."""
+    out = headers
+    if fields & (HAS_CONNECTION | HAS_HOP_BY_HOP | HAS_TRANSFER_ENCODING):
+        named = connection_tokens(v for n, v in headers if n.lower() == b"connection")
+        out = [(n, v) for n, v in headers
+               if n.lower() not in HOP_BY_HOP and n.lower() not in named]
+    has_length = bool(fields & HAS_LENGTH)
     no_body = exchange.head.method == b"HEAD" or status in (101, 204, 304)
     if no_body or has_length:
         return out, False

@@ -15,6 +15,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from ..http import HOP_BY_HOP
 from .limits import (
     MAX_RESPONSE_HEAD_BYTES,
     POOL_IDLE_TIMEOUT,
@@ -35,14 +36,33 @@ class UpstreamError(Exception):
 class ResponseSink(Protocol):
     """What an upstream connection reports to the client side, in order."""
 
-    def response_head(self, status: int, reason: bytes, version: str,
-                      headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None: ...
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      fields: int) -> None: ...
     def response_body(self, chunk: bytes) -> None: ...
     def response_end(self) -> None: ...
     def flush(self) -> None: ...
     def response_failed(self, status: int, message: str) -> None: ...
     def upstream_writable(self, writable: bool) -> None: ...
     def upgraded(self, rest: bytes) -> None: ...
+
+
+# What a response field means to the proxy, as bit flags gathered while parsing, so the
+# common response (Content-Length, no hop-by-hop fields) needs no second pass over its head.
+HAS_LENGTH, HAS_TRANSFER_ENCODING, HAS_CONNECTION, HAS_HOP_BY_HOP = 1, 2, 4, 8
+_RESPONSE_FIELD = {b"content-length": HAS_LENGTH, b"transfer-encoding": HAS_TRANSFER_ENCODING,
+                   b"connection": HAS_CONNECTION}
+_FIELD_MEMO: dict[bytes, int] = {}
+_FIELD_MEMO_MAX = 4096
+
+
+def response_field(name: bytes) -> int:
+    kind = _FIELD_MEMO.get(name)
+    if kind is None:
+        lname = name.lower()
+        kind = _RESPONSE_FIELD.get(lname, HAS_HOP_BY_HOP if lname in HOP_BY_HOP else 0)
+        if len(_FIELD_MEMO) < _FIELD_MEMO_MAX:
+            _FIELD_MEMO[name] = kind
+    return kind
 
 
 def resolve_static(resolve: Mapping[str, str], host: str, port: int) -> Address | None:
@@ -149,7 +169,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.quiet_since = self.pool.loop.time()
 
     def _reset_response(self) -> None:
-        self._reason, self._headers, self._head_bytes = b"", [], 0
+        self._reason, self._headers, self._head_bytes, self._fields = b"", [], 0, 0
         self._in_head, self._final, self._close_delimited = True, False, False
 
     # ------------------------------------------------------------ parser callbacks
@@ -180,24 +200,22 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
             raise UpstreamError(502, "upstream response head too large")
         self._headers.append((name, value))
+        self._fields |= response_field(name)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         status = self.parser.get_status_code()
         if status < 200 and status != 101:
             if self.sink:
-                self.sink.response_head(status, self._reason, self.parser.get_http_version(),
-                                        self._headers, True)
+                self.sink.response_head(status, self._reason, self._headers, self._fields)
             self._reset_response()
             return
         self._final = True
-        lower = {n.lower() for n, _ in self._headers}
         no_body = self.head_request or status in (204, 304) or status == 101
-        self._close_delimited = (not no_body and b"content-length" not in lower
-                                 and b"transfer-encoding" not in lower)
+        self._close_delimited = not no_body and not (
+            self._fields & (HAS_LENGTH | HAS_TRANSFER_ENCODING))
         if self.sink:
-            self.sink.response_head(status, self._reason, self.parser.get_http_version(),
-                                    self._headers, self.parser.should_keep_alive())
+            self.sink.response_head(status, self._reason, self._headers, self._fields)
         if self.head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for a body that
             # never comes: finish here and give the next response a fresh parser.
