@@ -151,7 +151,7 @@ class StoreSection(_Section):
     cache_ttl: float = Field(default=1.0, ge=0, le=5)
 
 
-# ---- [radius]: owned by the RADIUS/bindings work (issue #3); extend here.
+# ---- [radius]: the RADIUS accounting listener (docs/bindings.md)
 class RadiusClient(_Section):
     address: str  # NAS address allowed to send accounting
     secret: str = ""
@@ -209,14 +209,14 @@ def _read_secret(inline: str, file: str, base: Path) -> bytes:
         raise ValueError(f"cannot read secret file '{path}': {exc.strerror}") from None
 
 
-# ---- [profiles]: subscriber profiles (issue #3).
+# ---- [profiles]: subscriber profiles (docs/bindings.md)
 class ProfilesSection(_Section):
     file: str  # .csv, or SQLite (.db / .sqlite / .sqlite3)
     table: str = Field(default="profiles", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     reload_interval: float = Field(default=5.0, gt=0)
 
 
-# ---- [canary]: owned by the canary/kill-switch work (issue #5); extend here.
+# ---- [canary]: the probe subscriber and its control sites (docs/canary.md)
 class CanarySection(_Section):
     interval: float = Field(default=5.0, gt=0)  # seconds between rounds (issue 5: 5 s)
     timeout: float = Field(default=3.0, gt=0)  # per probe request; capped at `interval`
