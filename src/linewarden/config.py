@@ -95,7 +95,7 @@ class IdentitySection(_Section):
         return v
 
 
-# ---- [signing]: owned by the assertion work (issue #6).
+# ---- [signing]: keys for signed identity assertions (docs/assertions.md)
 class SigningSection(_Section):
     key_dir: str = ""  # default: <state_dir>/signing
     algorithm: Literal["ES256", "EdDSA"] = "ES256"
