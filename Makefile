@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEBS    := curl wrk nginx-light chromium freeradius-utils redis-server postgresql
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench bench-scan debs venv clean
+.PHONY: run test lint bench bench-scan bench-peers debs venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,9 @@ lint: $(STAMP)
 
 bench: $(STAMP) debs
 	$(BIN)/python bench/proxy.py
+
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers/run.py $(ARGS)
 
 bench-scan: $(STAMP)
 	$(BIN)/python bench/scan.py
