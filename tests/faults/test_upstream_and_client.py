@@ -107,18 +107,18 @@ def test_client_disconnects_mid_request_and_mid_response(tmp_path: Path, origin:
     try:
         assert get(gw.proxy_port, "http://other.test/warm")[0] == 200
         fds, rss = fd_count(gw.pid), rss_kib(gw.pid)
-        for i in range(50):  # mid-head
+        for _ in range(50):  # mid-head
             with socket.create_connection(("127.0.0.1", gw.proxy_port)) as s:
                 s.sendall(b"GET http://partner.test/half-head HTTP/1.1\r\nHost: part")
-        for i in range(50):  # mid-body (Content-Length promised, half sent)
+        for _ in range(50):  # mid-body (Content-Length promised, half sent)
             with socket.create_connection(("127.0.0.1", gw.proxy_port)) as s:
                 s.sendall(b"POST http://partner.test/upload/half HTTP/1.1\r\nHost: "
                           b"partner.test\r\nContent-Length: 100000\r\n\r\n" + b"a" * 50000)
-        for i in range(50):  # mid-chunked-body
+        for _ in range(50):  # mid-chunked-body
             with socket.create_connection(("127.0.0.1", gw.proxy_port)) as s:
                 s.sendall(b"POST http://other.test/upload/chunk HTTP/1.1\r\nHost: other.test"
                           b"\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc")
-        for i in range(50):  # mid-response: 8 MiB download, read 64 KiB, RST
+        for _ in range(50):  # mid-response: 8 MiB download, read 64 KiB, RST
             s = socket.create_connection(("127.0.0.1", gw.proxy_port))
             s.sendall(b"GET http://other.test/download/8388608 HTTP/1.1\r\n"
                       b"Host: other.test\r\n\r\n")
