@@ -38,8 +38,11 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 @main.command()
 @config_option
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes sharing the proxy port (SO_REUSEPORT); default [proxy] workers "
+                   "(1). More than one needs [store] url = redis://...")
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, workers: int | None) -> None:
     """Run the gateway: proxy, checker, metrics and admin API, as the config says.
 
     With no config file (and no ./linewarden.toml) it runs the embedded demo: proxy on
@@ -50,9 +53,10 @@ def serve(ctx: click.Context) -> None:
 
     config = get_config(ctx)
     try:
-        run(config)
-    except OSError as exc:
+        code = run(config, workers)
+    except (OSError, ValueError) as exc:
         fail(f"cannot start: {exc}")
+    sys.exit(code)
 
 
 @main.group()

@@ -46,6 +46,9 @@ class _Section(BaseModel):
 class ProxySection(_Section):
     listen: str = "127.0.0.1:3128"
     instance_id: str = Field(default_factory=socket.gethostname)
+    # Processes sharing the listening port (SO_REUSEPORT), one event loop each. More than one
+    # needs a shared store (redis://) so every worker sees the same bindings and kill switch.
+    workers: int = Field(default=1, ge=1, le=64)
     connect_ports: list[int] = sorted(DEFAULT_CONNECT_PORTS)
     reject_alias_headers: bool = False
     resolve: dict[str, str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from .numberverify import numberverify_routes
 from .proxy.server import Gateway, Recorder
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext, guard_routes
-from .web.app import make_app
+from .web.app import make_app, make_worker_app
 from .web.jwks import jwks_routes
 
 log = logging.getLogger("linewarden")
@@ -38,7 +39,19 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Service:
-    def __init__(self, config: Config, recorder: Recorder | None = None) -> None:
+    """One process of `serve`. With several workers, worker 0 also runs what must run once
+    (RADIUS listener, canary, the full web app); the others run the data plane and report
+    their own metrics on the web port + their number."""
+
+    def __init__(self, config: Config, recorder: Recorder | None = None, *,
+                 worker: int = 0, workers: int = 1) -> None:
+        self.worker, self.workers = worker, workers
+        if workers > 1:
+            # Each worker keeps its own ledger hash chain; the others hear RADIUS through
+            # the shared store and the canary's probes through the shared port.
+            config.model.proxy.instance_id = f"{config.proxy.instance_id}-w{worker}"
+            if worker > 0:
+                config.model.radius = config.model.canary = None
         self.config = config
         self.settings = config.settings()
         self.metrics = Metrics()
@@ -75,6 +88,13 @@ class Service:
                  len(policy.partners))
         return True, policy.version
 
+    def _reload_all(self) -> tuple[bool, str]:
+        """POST /admin/reload: this worker now, and every worker through the supervisor."""
+        result = self.reload()
+        if result[0] and self.workers > 1:
+            os.kill(os.getppid(), signal.SIGHUP)
+        return result
+
     def _set_rules(self, rules: Rules) -> None:
         self.gateway.rules = rules  # the test-only fault hook (faults.py) swaps rules here
 
@@ -90,8 +110,8 @@ class Service:
         await self.leakguard.open()  # switch converged with other instances; probe binding
         if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
             await self.recorder.start()
-        await self.gateway.start(proxy_host, proxy_port)
-        admin = AdminContext(self.store, self.reload, self.config.web.admin_token)
+        await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1)
+        admin = AdminContext(self.store, self._reload_all, self.config.web.admin_token)
         app = make_app(self.metrics, admin, names=self.gateway.rules.names,
                        extra=[*self.leakguard.routes(admin, lambda: self.gateway.rules,
                                                      self._set_rules),
@@ -101,6 +121,8 @@ class Service:
                                                    lambda: self.gateway.rules.policy,
                                                    lambda: self.leakguard.switch.tripped)])
         self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
+        if self.worker > 0:
+            app, web_port = make_worker_app(self.metrics, self.store.count), web_port + self.worker
         web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
                                       lifespan="off", access_log=False))
         web_task = loop.create_task(web.serve())
@@ -114,7 +136,8 @@ class Service:
             await self.leakguard.close()
             web_task.result()
             raise OSError(f"cannot listen on {self.config.web.listen}")
-        self._banner()
+        if self.worker == 0:
+            self._banner()
         self.leakguard.start()  # the canary's first round, now that proxy and checker listen
         await self._stop.wait()
         await self.leakguard.close()
@@ -145,8 +168,61 @@ class Service:
         print("\n".join(lines), flush=True)
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, workers: int | None = None) -> int:
+    """Run `serve`; returns the exit code. Several workers are forked processes."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    workers = workers or config.proxy.workers
+    if workers == 1:
+        _run_worker(config, 0, 1)
+        return 0
+    if not config.model.store.url.startswith(("redis://", "rediss://")):
+        raise ValueError(f"{workers} workers need a shared store: set [store] url = "
+                         "\"redis://...\" so every worker sees the same bindings and kill switch")
+    config.settings()  # generate missing secrets and keys once, before the workers race to
+    return _supervise(config, workers)
+
+
+def _run_worker(config: Config, worker: int, workers: int) -> None:
     uvloop.install()
-    asyncio.run(Service(config).run())
+    asyncio.run(Service(config, worker=worker, workers=workers).run())
+
+
+def _supervise(config: Config, workers: int) -> int:
+    """Fork the workers, pass signals on, and stop them all if one dies: a gateway that
+    silently runs at half capacity is worse than one that stops and is restarted."""
+    children: dict[int, int] = {}
+    for worker in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _run_worker(config, worker, workers)
+            except BaseException:  # the worker's own error is already logged
+                log.exception("worker %d failed", worker)
+                code = 1
+            os._exit(code)
+        children[pid] = worker
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or sig != signal.SIGHUP
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    failed = False
+    while children:
+        pid, status = os.wait()
+        worker = children.pop(pid, -1)
+        if worker < 0 or stopping:
+            continue
+        log.error("worker %d exited (status %d); stopping the others", worker, status)
+        failed = stopping = True
+        for other in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(other, signal.SIGTERM)
+    return 1 if failed else 0

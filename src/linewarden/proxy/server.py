@@ -102,11 +102,14 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        """`reuse_port`: several worker processes listen on one port; the kernel spreads
+        connections across them (SO_REUSEPORT)."""
         self.loop = asyncio.get_running_loop()
         self.pool = Pool(self.loop, self.connect_timeout)
         self._server = await self.loop.create_server(
-            lambda: ClientConnection(self), host, port, reuse_address=True, backlog=1024)
+            lambda: ClientConnection(self), host, port, reuse_address=True,
+            reuse_port=reuse_port or None, backlog=1024)
         self._sweeper = self.loop.create_task(self._sweep())
         return self._server
 
