@@ -326,14 +326,26 @@ class Config:
         return self.path
 
     def reload_policy(self) -> Policy:
-        """Re-read the partners (from [policy] file, or from this config file)."""
-        if self.model.policy.file or self.path == DEMO_NAME:
-            if self.path == DEMO_NAME:
-                return self.policy
-            policy, _ = load_policy(self.policy_path)
-            return policy
-        data, smap = load_toml(self.path)
-        policy, _ = compile_policy(data, smap, policy_version(Path(self.path).read_bytes()))
+        """Re-read the partners (from [policy] file, or from this config file).
+
+        The file is read once, and an empty one is refused: that is what a reload sees
+        between an editor's truncate and its write, and accepting it would drop every
+        partner until the next reload (issue 9 fault test). To run with no partners on
+        purpose, say so in the file (`partners = []`)."""
+        if self.path == DEMO_NAME:
+            return self.policy
+        path = self.policy_path
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(path, None, f"cannot read the policy: {exc.strerror}") from None
+        if not raw.strip():
+            raise ConfigError(path, None, "the policy file is empty (caught mid-write?); the "
+                              "running policy stays", "write the file whole, e.g. to a "
+                              "temporary file renamed over it; for no partners write "
+                              "`partners = []`")
+        data, smap = parse_toml(path, raw.decode("utf-8", "replace"))
+        policy, _ = compile_policy(data, smap, policy_version(raw))
         return policy
 
     def resolve_path(self, value: str) -> Path:
