@@ -126,8 +126,8 @@ class FaultOrigin:
 # `linewarden serve` logs disclosures (serve.LogRecorder) and does not open the ledger yet
 # (docs/security.md, known gaps); this launcher runs the same Service with the real ledger
 # as its recorder, as tests/ledger/test_gateway_ledger.py does. With LW_SQLITE_MAX_PAGES
-# (a file holding a number), every new SQLite connection is capped at that many pages:
-# a disk-full fault whose end is writing a larger number there.
+# (a file holding a number), the SQLite database is capped at that many pages: a disk-full
+# fault, which ends when the file says 0 (no cap).
 LAUNCHER = """
 import asyncio, os, sys, uvloop
 from pathlib import Path
@@ -139,14 +139,14 @@ import logging
 
 cap_file = os.environ.get("LW_SQLITE_MAX_PAGES")
 if cap_file:
-    _connect = SQLiteStore._connect
-    def _capped(self):
-        conn = _connect(self)
-        pages = int(Path(cap_file).read_text().strip() or "0")
-        if pages:
-            conn.execute(f"PRAGMA max_page_count={pages}")
-        return conn
-    SQLiteStore._connect = _capped
+    # Before every append, the connection's page cap is set from the file (0: the
+    # largest SQLite allows), so a "disk" fills and frees under the same connection.
+    _append = SQLiteStore.append
+    def _capped(self, *args, **kwargs):
+        pages = int(Path(cap_file).read_text().strip() or "0") or 4294967294
+        self._conn.execute(f"PRAGMA max_page_count={pages}")
+        return _append(self, *args, **kwargs)
+    SQLiteStore.append = _capped
 
 async def main() -> None:
     config = load_config(sys.argv[1])
@@ -165,13 +165,18 @@ asyncio.run(main())
 
 
 def start_ledger_gateway(directory: Path, origin_port: int, *, env: dict[str, str] | None = None,
-                         **options: object) -> Gateway:
+                         ledger_url: str = "", **options: object) -> Gateway:
     """lwtest's gateway config, run with the ledger as recorder (see LAUNCHER)."""
     directory.mkdir(parents=True, exist_ok=True)
     proxy_port, web_port = free_port(), free_port()
     config = directory / "linewarden.toml"
-    config.write_text(gateway_config(directory, origin_port, proxy_port=proxy_port,
-                                     web_port=web_port, **options))  # type: ignore[arg-type]
+    text = gateway_config(directory, origin_port, proxy_port=proxy_port, web_port=web_port,
+                          **options)  # type: ignore[arg-type]
+    if ledger_url:
+        text = text.replace(f'url = "sqlite:///{directory}/state/ledger.db"',
+                            f'url = "{ledger_url}"')
+        assert ledger_url in text
+    config.write_text(text)
     with (directory / "stdout.log").open("wb") as out, \
             (directory / "stderr.log").open("wb") as err:
         proc = subprocess.Popen([str(PYTHON), "-c", LAUNCHER, str(config)], stdout=out,
