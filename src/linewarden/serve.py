@@ -18,7 +18,7 @@ from .config import Config, _host_port
 from .decide import Rules
 from .keys import watch_keys
 from .leakguard import LeakGuard
-from .ledger import ledger_from_config
+from .ledger import ledger_from_config, signer_from_config
 from .ledger.api import audit_routes
 from .ledger.writer import LedgerWriter
 from .metrics import Metrics
@@ -179,7 +179,9 @@ def serve(config: Config, workers: int | None = None) -> int:
     if not config.model.store.url.startswith(("redis://", "rediss://")):
         raise ValueError(f"{workers} workers need a shared store: set [store] url = "
                          "\"redis://...\" so every worker sees the same bindings and kill switch")
-    config.settings()  # generate missing secrets and keys once, before the workers race to
+    # Generate missing secrets and keys once, here, before the workers would race to.
+    config.settings()
+    signer_from_config(config)
     return _supervise(config, workers)
 
 

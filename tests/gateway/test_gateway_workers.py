@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,9 +48,21 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
+def port_pair() -> int:
+    """A free port whose successor is free too: worker 1 serves its metrics there."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def start(tmp_path: Path, origin: Origin, store: str, workers: int
           ) -> tuple[subprocess.Popen[bytes], int, int, Path]:
-    proxy_port, web_port = free_port(), free_port()
+    proxy_port, web_port = free_port(), port_pair()
     config = tmp_path / "linewarden.toml"
     config.write_text(gateway_config(tmp_path, origin.port, proxy_port=proxy_port,
                                      web_port=web_port, extra=f'[store]\nurl = "{store}"\n'))
@@ -65,6 +78,7 @@ def start(tmp_path: Path, origin: Origin, store: str, workers: int
     # every worker listens before we measure: each has its own metrics port
     for k in range(1, workers):
         while curl(f"http://127.0.0.1:{web_port + k}/healthz").status != 200:
+            assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
             assert time.monotonic() < deadline, f"worker {k} never listened"
             time.sleep(0.05)
     return proc, proxy_port, web_port, config
