@@ -39,6 +39,13 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return host, int(port)
 
 
+def e164_digits(value: str) -> str:
+    """A configured MSISDN as E.164 digits without '+', or a clear error."""
+    if not is_possible_msisdn(value):
+        raise ValueError(f"'{value}' is not a possible E.164 number (e.g. 447400900123)")
+    return value.lstrip("+")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,9 +130,7 @@ class BindingEntry(_Section):
     @field_validator("msisdn")
     @classmethod
     def _msisdn(cls, v: str) -> str:
-        if not is_possible_msisdn(v):
-            raise ValueError(f"'{v}' is not a possible E.164 number (e.g. 447400900123)")
-        return v.lstrip("+")
+        return e164_digits(v)
 
     @field_validator("ip")
     @classmethod
@@ -237,9 +242,7 @@ class CanarySection(_Section):
     @field_validator("probe_msisdn")
     @classmethod
     def _probe_msisdn(cls, v: str) -> str:
-        if not is_possible_msisdn(v):
-            raise ValueError(f"'{v}' is not a possible E.164 number (e.g. 447400900999)")
-        return v.lstrip("+")
+        return e164_digits(v)
 
     @field_validator("control_urls")
     @classmethod

@@ -35,7 +35,7 @@ class AdminContext:
     token: str = ""
 
 
-def _problem(status: int, message: str) -> JSONResponse:
+def problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status,
                         headers={"Cache-Control": "no-store"})
 
@@ -54,24 +54,25 @@ def guarded(ctx: AdminContext, handler: Handler) -> Handler:
         if ctx.token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {ctx.token}".encode()):
-                return _problem(401, "admin API needs 'Authorization: Bearer <admin_token>'")
+                return problem(401, "admin API needs 'Authorization: Bearer <admin_token>'")
         elif not _is_loopback(request):
-            return _problem(403, "admin API is reachable from loopback only "
+            return problem(403, "admin API is reachable from loopback only "
                                  "(set [web] admin_token to allow remote calls)")
         return await handler(request)
     return endpoint
 
 
-async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
+async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object, or the 4xx response that says why there is none."""
     raw = await request.body()
     if len(raw) > MAX_ADMIN_BODY:
-        return _problem(413, "request body too large")
+        return problem(413, "request body too large")
     try:
         body = json.loads(raw or b"{}")
     except ValueError:
-        return _problem(400, "body must be a JSON object")
+        return problem(400, "body must be a JSON object")
     if not isinstance(body, dict):
-        return _problem(400, "body must be a JSON object")
+        return problem(400, "body must be a JSON object")
     return body
 
 
@@ -93,19 +94,19 @@ def guard_routes(ctx: AdminContext, routes: list[Route]) -> list[Route]:
 
 def admin_routes(ctx: AdminContext) -> list[Route]:
     async def put_binding(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         if isinstance(body, JSONResponse):
             return body
         ip, msisdn, attributes = body.get("ip"), body.get("msisdn"), body.get("attributes", {})
         try:
             ip = str(ipaddress.ip_address(str(ip)))
         except ValueError:
-            return _problem(400, "'ip' must be an IPv4 or IPv6 address")
+            return problem(400, "'ip' must be an IPv4 or IPv6 address")
         if not isinstance(msisdn, str) or not is_possible_msisdn(msisdn):
-            return _problem(400, "'msisdn' must be an E.164 number such as 447400900123")
+            return problem(400, "'msisdn' must be an E.164 number such as 447400900123")
         if not isinstance(attributes, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
-            return _problem(400, "'attributes' must map strings to strings")
+            return problem(400, "'attributes' must map strings to strings")
         await ctx.store.write(Binding(ip=ip, msisdn=msisdn.lstrip("+"),
                                       attributes=attributes, source="admin"))
         return JSONResponse({"ip": ip, "bound": True}, status_code=201)
@@ -115,16 +116,16 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
-            return _problem(400, "give the binding's address: DELETE /admin/bindings/<ip>")
+            return problem(400, "give the binding's address: DELETE /admin/bindings/<ip>")
         if not await ctx.store.remove(ip):
-            return _problem(404, f"no binding for {ip}")
+            return problem(404, f"no binding for {ip}")
         return Response(status_code=204)
 
     async def list_bindings(request: Request) -> Response:
         try:
             limit = min(int(request.query_params.get("limit", MAX_LISTING)), MAX_LISTING)
         except ValueError:
-            return _problem(400, "'limit' must be a number")
+            return problem(400, "'limit' must be a number")
         reveal = _reveal(request)
         found = await ctx.store.listing(max(limit, 0))
         return JSONResponse({"count": ctx.store.count(),
@@ -136,17 +137,17 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
-            return _problem(400, "give the binding's address: GET /admin/bindings/<ip>")
+            return problem(400, "give the binding's address: GET /admin/bindings/<ip>")
         binding = await ctx.store.lookup(ip)
         if binding is None:
-            return _problem(404, f"no binding for {ip}")
+            return problem(404, f"no binding for {ip}")
         return JSONResponse(_binding_json(binding, _reveal(request)),
                             headers={"Cache-Control": "no-store"})
 
     async def reload(request: Request) -> Response:
         ok, message = ctx.reload()
         if not ok:
-            return _problem(422, message)
+            return problem(422, message)
         return JSONResponse({"reloaded": True, "policy_version": message})
 
     return [

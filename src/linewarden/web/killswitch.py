@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,28 +16,18 @@ from starlette.routing import Route
 
 from ..canary import Canary
 from ..killswitch import KillSwitch, KillSwitchError
-from .admin import MAX_ADMIN_BODY, AdminContext, guarded
+from .admin import AdminContext, guarded, json_body, problem
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _problem(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=_NO_STORE)
-
-
 async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        return _problem(413, "request body too large")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not all(
-            isinstance(body.get(k, ""), str) for k in ("reason", "by")):
-        return _problem(400, 'body must be a JSON object: {"reason": "...", "by": "..."}')
+    body = await json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    if not all(isinstance(body.get(k, ""), str) for k in ("reason", "by")):
+        return problem(400, 'body must be a JSON object: {"reason": "...", "by": "..."}')
     return body
-
 
 def killswitch_routes(ctx: AdminContext, switch: KillSwitch,
                       canary: Canary | None = None) -> list[Route]:
@@ -59,7 +48,7 @@ def killswitch_routes(ctx: AdminContext, switch: KillSwitch,
         try:
             await switch.trip(body.get("reason", ""), body.get("by") or f"admin API ({client})")
         except KillSwitchError as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         return JSONResponse(state(), headers=_NO_STORE)
 
     async def clear(request: Request) -> Response:
@@ -69,14 +58,14 @@ def killswitch_routes(ctx: AdminContext, switch: KillSwitch,
         try:
             await switch.clear(body.get("reason", ""), body.get("by", ""))
         except KillSwitchError as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         return JSONResponse(state(), headers=_NO_STORE)
 
     async def last_round(request: Request) -> Response:
         if canary is None:
-            return _problem(404, "no canary runs here (no [canary] section in the config)")
+            return problem(404, "no canary runs here (no [canary] section in the config)")
         if canary.last is None:
-            return _problem(404, "the canary has not finished a round yet")
+            return problem(404, "the canary has not finished a round yet")
         return JSONResponse(canary.last.to_json(), headers=_NO_STORE)
 
     return [
