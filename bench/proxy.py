@@ -23,6 +23,7 @@ by PID, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shlex
@@ -58,8 +59,10 @@ PY_SPY = REPO / "bench" / ".venv-tools" / "bin" / "py-spy"
 MSISDN = "447400900123"
 TARGET = 0.50
 PROFILE_HZ = 200
-SERVER_CPU = 0  # gateway and nginx
-CLIENT_CPU = 1  # wrk
+# As issue #7's reference figures were measured: wrk and the origin share CPU 0, the proxy
+# under test has CPU 1 to itself (direct-to-origin: wrk and nginx on CPU 0).
+LOAD_CPU = 0  # wrk and nginx
+PROXY_CPU = 1  # linewarden, or the bare relay
 # ~600 bytes, the size of a small API answer or a redirect page.
 BODY = ("linewarden benchmark origin. " * 21)[:599] + "\n"
 USER_AGENT = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/126 Mobile"
@@ -73,6 +76,8 @@ class Scenario:
     path: str  # request target: origin-form or absolute-form
     host: str
     rounds: list[WrkResult] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # whose CPU time serves this scenario
+    cpu_us: list[float] = field(default_factory=list)  # CPU µs per request, per round
 
     def lua(self) -> str:
         return "\n".join([
@@ -162,7 +167,7 @@ def start_nginx(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_conf(prefix, port))
     log = (prefix / "nginx-stderr.log").open("wb")
-    proc = procs.start(pinned(SERVER_CPU, ["nginx", "-e", str(prefix / "nginx-error.log"),
+    proc = procs.start(pinned(LOAD_CPU, ["nginx", "-e", str(prefix / "nginx-error.log"),
                                            "-c", str(conf), "-p", str(prefix)]),
                        stdout=log, stderr=log)
     try:
@@ -183,7 +188,7 @@ def start_gateway(procs: Procs, tmp: Path, origin: str
     conf.write_text(gateway_conf(tmp, proxy_port, web_port, origin))
     out_path, err_path = tmp / "gateway-stdout.log", tmp / "gateway-stderr.log"
     proc = procs.start(
-        pinned(SERVER_CPU, [str(REPO / ".venv" / "bin" / "linewarden"), "serve",
+        pinned(PROXY_CPU, [str(REPO / ".venv" / "bin" / "linewarden"), "serve",
                             "--config", str(conf)]),
         stdout=out_path.open("wb"), stderr=err_path.open("wb"), cwd=str(tmp))
     deadline = time.monotonic() + 30
@@ -252,6 +257,23 @@ def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes and their threads (/proc/PID/stat fields 14-15)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def rps_median(scenarios: list[Scenario], name: str) -> float:
     return next((median([r.rps for r in sc.rounds]) for sc in scenarios if sc.name == name), 0.0)
 
@@ -269,8 +291,9 @@ def paired_ratio(scenarios: list[Scenario], name: str, base: str) -> float:
 def table(scenarios: list[Scenario]) -> str:
     bare = rps_median(scenarios, "bare")
     lines = ["| scenario | req/s (median) | req/s min-max | p50 latency | p99 latency "
-             "| vs direct |" + (" vs bare relay |" if bare else "") + " errors |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if bare else "") + "---:|"]
+             "| server CPU µs/req | vs direct |" + (" vs bare relay |" if bare else "")
+             + " errors |",
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if bare else "") + "---:|"]
     for sc in scenarios:
         rps = [r.rps for r in sc.rounds]
         errors = sum(r.error_count for r in sc.rounds)
@@ -281,6 +304,7 @@ def table(scenarios: list[Scenario]) -> str:
         lines.append(f"| {sc.label} | {median(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
                      f"| {fmt_ms(median([r.p50_us for r in sc.rounds]))} "
                      f"| {fmt_ms(median([r.p99_us for r in sc.rounds]))} "
+                     f"| {median(sc.cpu_us) if sc.cpu_us else 0:.1f} "
                      f"| {ratio:.0%} |{vs_bare} {errors} |")
     return "\n".join(lines)
 
@@ -309,10 +333,10 @@ def profile(procs: Procs, gateway_pid: int, scenario: Scenario, script: Path, se
     argv = [str(PY_SPY), "record", "--pid", str(gateway_pid), "--duration", f"{seconds + 1:g}",
             "--rate", str(PROFILE_HZ), "--format", "raw", "--function", "--native",
             "--output", str(raw)]
-    spy = procs.start(pinned(CLIENT_CPU, argv), stdout=spy_log, stderr=spy_log)
+    spy = procs.start(pinned(LOAD_CPU, argv), stdout=spy_log, stderr=spy_log)
     time.sleep(0.5)
     result = run_wrk(procs, scenario.url, script, seconds=seconds, connections=connections,
-                     threads=1, cpu=CLIENT_CPU)
+                     threads=1, cpu=LOAD_CPU)
     try:
         spy.wait(seconds + 20)
     finally:
@@ -421,16 +445,17 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     origin = f"127.0.0.1:{origin_port}"
     gateway, proxy_port, gateway_log = start_gateway(procs, tmp, origin)
     print(f"nginx on {origin} (pid {_nginx.pid}), linewarden proxy on 127.0.0.1:{proxy_port} "
-          f"(pid {gateway.pid}); both on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}")
+          f"(pid {gateway.pid}); proxy on CPU {PROXY_CPU}, nginx and wrk on CPU {LOAD_CPU}")
 
-    bare_port = 0
+    bare_port = bare_pid = 0
     if not args.no_bare:
         bare_port = free_port()
         relay = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(bare_port), origin]
-        bare = procs.start(pinned(SERVER_CPU, relay),
+        bare = procs.start(pinned(PROXY_CPU, relay),
                            stdout=subprocess.DEVNULL, stderr=(tmp / "bare.log").open("wb"))
         wait_port(bare_port)
-        print(f"bare relay on 127.0.0.1:{bare_port} (pid {bare.pid}), CPU {SERVER_CPU}")
+        bare_pid = bare.pid
+        print(f"bare relay on 127.0.0.1:{bare_port} (pid {bare.pid}), CPU {PROXY_CPU}")
 
     results = checks(origin_port, proxy_port)
     if bare_port:
@@ -459,11 +484,19 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         scripts[sc.name] = tmp / f"{sc.name}.lua"
         scripts[sc.name].write_text(sc.lua())
 
+    for sc in scenarios:
+        sc.pids = ({"direct": children(_nginx.pid), "bare": [bare_pid]}.get(sc.name)
+                   or [gateway.pid])
+
     def load(sc: Scenario, secs: float) -> WrkResult:
         if gateway.poll() is not None:
             raise RuntimeError(gateway_died(gateway, gateway_log))
-        return run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
-                       connections=args.connections, threads=1, cpu=CLIENT_CPU)
+        before = cpu_seconds(sc.pids)
+        result = run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
+                         connections=args.connections, threads=1, cpu=LOAD_CPU)
+        if result.requests:
+            sc.cpu_us.append((cpu_seconds(sc.pids) - before) * 1e6 / result.requests)
+        return result
 
     for sc in scenarios:  # warm-up: connections, pools, caches; not counted
         load(sc, 2)
@@ -472,7 +505,8 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
             res = load(sc, seconds)
             sc.rounds.append(res)
             print(f"  round {i + 1}/{rounds} {sc.name:8} {res.rps:10,.0f} req/s  "
-                  f"p50 {fmt_ms(res.p50_us)}  p99 {fmt_ms(res.p99_us)}"
+                  f"p50 {fmt_ms(res.p50_us)}  p99 {fmt_ms(res.p99_us)}  "
+                  f"cpu {sc.cpu_us[-1] if sc.cpu_us else 0:.1f} µs/req"
                   + (f"  errors {res.errors}" if res.error_count else ""), flush=True)
     if gateway.poll() is not None:
         raise RuntimeError(gateway_died(gateway, gateway_log))
@@ -505,9 +539,9 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         "",
         f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores "
         "available; shared, noisy VM.",
-        f"- Pinning: linewarden (one process, one event loop) and nginx (1 worker) on "
-        f"CPU {SERVER_CPU}; wrk on CPU {CLIENT_CPU} (`taskset -c`). In the proxied scenarios "
-        "nginx shares CPU 0 with the gateway; in the direct one it has CPU 0 alone.",
+        f"- Pinning (`taskset -c`), as issue #7's reference figures: linewarden (one process, "
+        f"one event loop) or the bare relay alone on CPU {PROXY_CPU}; wrk and nginx "
+        f"(1 worker) on CPU {LOAD_CPU}.",
         f"- Load: `wrk -t1 -c{args.connections} -d{seconds:g}s` with a Lua script "
         "(absolute-form `GET http://partner.test/` or `http://other.test/` through the proxy, "
         "origin-form `GET /` direct), keep-alive, Host, User-Agent and Accept headers; "
