@@ -6,12 +6,20 @@ import hashlib
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from linewarden.decide import DisclosureRecord
+from linewarden.ledger import open_store
 from linewarden.ledger.chain import ChainFields, Signer, row_hash
 from linewarden.ledger.migrations import MIGRATIONS, Migration, SchemaError, latest_version
-from linewarden.ledger.reports import verify_ledger
+from linewarden.ledger.postgres import PostgresStore
+from linewarden.ledger.reports import (
+    FOREVER_US,
+    SUBSCRIBER_SQL,
+    subscriber_report,
+    verify_ledger,
+)
 from linewarden.ledger.sqlite import SQLiteStore
 from linewarden.ledger.store import CheckpointPolicy, Store
 
@@ -182,7 +190,8 @@ def test_refuses_a_raw_number_as_subscriber_key(backend: Backend) -> None:
 def test_migrations_are_idempotent_and_recorded(backend: Backend) -> None:
     store = backend.store()
     backend.store()  # opening again applies nothing
-    assert store.query("SELECT version FROM ledger_schema") == [(latest_version(),)]
+    assert store.query("SELECT version FROM ledger_schema ORDER BY version") == [
+        (v,) for v in range(1, latest_version() + 1)]
 
 
 def test_upgrade_keeps_every_row(backend: Backend, signer: Signer) -> None:
@@ -201,6 +210,65 @@ def test_upgrade_keeps_every_row(backend: Backend, signer: Signer) -> None:
     # This code refuses a ledger newer than it knows.
     with pytest.raises(SchemaError, match="newer"):
         type(store)(*_args(store)).open()
+
+
+def test_a_v1_ledger_upgrades_to_the_covering_subscriber_index(
+        backend: Backend, signer: Signer) -> None:
+    """An existing ledger at schema v1 (written, checkpointed, partly purged) upgrades in
+    place: every row and checkpoint kept, the chain still verifies, the reports are the
+    same, and the subscriber report now reads only the covering index."""
+    v1 = open_store(backend.url, base=backend.base).open(migrations=MIGRATIONS[:1])
+    fill(v1, signer, 60)
+    v1.append("gw1", [rec(i, host=f"h{i % 3}.billing.test") for i in range(60, 90)], signer)
+    v1.purge(round((T0 + 10) * 1_000_000), signer)
+    assert _indexes(v1) >= {"disclosures_subscriber"}
+    rows = v1.query("SELECT * FROM disclosures ORDER BY id")
+    checkpoints = v1.query("SELECT * FROM checkpoints ORDER BY id")
+    keys = [hashlib.sha256(f"sub{i}".encode()).hexdigest() for i in range(7)]
+    reports = [subscriber_report(v1, k) for k in keys]
+    windowed = subscriber_report(v1, keys[2], T0 + 30, T0 + 75)
+    v1.close()
+
+    upgraded = open_store(backend.url, base=backend.base).open()
+    assert upgraded.query("SELECT version FROM ledger_schema ORDER BY version") == [(1,), (2,)]
+    assert upgraded.query("SELECT * FROM disclosures ORDER BY id") == rows
+    assert upgraded.query("SELECT * FROM checkpoints ORDER BY id") == checkpoints
+    assert check(upgraded, signer) == []
+    assert [subscriber_report(upgraded, k) for k in keys] == reports
+    assert subscriber_report(upgraded, keys[2], T0 + 30, T0 + 75) == windowed
+    indexes = _indexes(upgraded)
+    assert "disclosures_subscriber_report" in indexes
+    assert "disclosures_subscriber" not in indexes  # superseded: one random-keyed index
+    if backend.name == "sqlite":
+        plan = upgraded.query("EXPLAIN QUERY PLAN " + SUBSCRIBER_SQL,
+                              (bytes.fromhex(keys[0]), 0, FOREVER_US))
+        assert "COVERING INDEX disclosures_subscriber_report" in str(plan)
+        assert "TEMP B-TREE" not in str(plan)  # already in GROUP BY order
+    # The writer keeps extending the same chain after the upgrade.
+    fill(upgraded, signer, 10, first=90)
+    assert check(upgraded, signer) == []
+
+
+def test_a_long_migration_is_not_cut_by_the_statement_timeout(backend: Backend) -> None:
+    """PostgresStore sets statement_timeout for the request path; building v2's index over
+    a large ledger takes minutes and must not be cancelled (and rolled back) by it."""
+    if backend.name != "postgres":
+        pytest.skip("statement_timeout is PostgreSQL's")
+    backend.store().close()
+    slow = Migration(latest_version() + 1, "test: slow", ("SELECT 1",),
+                     ("SELECT pg_sleep(0.3)",))
+    store = PostgresStore(backend.url, statement_timeout_ms=100).open(
+        migrations=[*MIGRATIONS, slow])
+    assert store.query("SELECT MAX(version) FROM ledger_schema") == [(slow.version,)]
+    with pytest.raises(psycopg.errors.QueryCanceled):  # outside migrations it still applies
+        store.query("SELECT pg_sleep(0.3)")
+
+
+def _indexes(store: Store) -> set[str]:
+    sql = ("SELECT name FROM sqlite_master WHERE type = 'index'" if isinstance(
+        store, SQLiteStore) else "SELECT indexname FROM pg_indexes "
+        "WHERE tablename = 'disclosures' AND schemaname = current_schema()")
+    return {str(r[0]) for r in store.query(sql)}
 
 
 def test_a_migration_that_loses_rows_is_rolled_back(backend: Backend, signer: Signer) -> None:

@@ -2,7 +2,8 @@
 
 Each migration runs in one transaction with the version row it adds (SQLite and
 PostgreSQL both have transactional DDL), so an upgrade is all-or-nothing. Migrations only
-add (tables, columns, indexes); none drops or rewrites rows, and the runner checks the
+add tables, columns and indexes, or drop an index a new one supersedes; none drops or
+rewrites rows, and the runner checks the
 disclosure count before and after each step and rolls back if it changed. A ledger newer
 than this code is refused rather than guessed at.
 """
@@ -108,8 +109,21 @@ _V1_POSTGRES = (
     "CREATE INDEX checkpoints_instance ON checkpoints (instance_id, seq)",
 )
 
+# v2: the subscriber report reads only the index. Its columns are the report's equality
+# key, then its GROUP BY, then the time it filters and aggregates, so the query is an
+# index-only range scan already in group order (no table lookups: with v1's
+# (subscriber_key, time_us) every row was a random table page, 182 ms / 355 ms for a
+# 40,231-row subscriber over 10 M rows). It replaces v1's subscriber index, which it
+# covers, so inserts still maintain a single randomly-keyed index.
+_V2 = (
+    "CREATE INDEX disclosures_subscriber_report ON disclosures "
+    "(subscriber_key, partner_id, purpose, host, claims, time_us)",
+    "DROP INDEX disclosures_subscriber",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "disclosures, chain heads and checkpoints", _V1_SQLITE, _V1_POSTGRES),
+    Migration(2, "covering index for the subscriber report", _V2, _V2),
 )
 
 _SCHEMA_TABLE = {
@@ -137,6 +151,10 @@ def migrate(conn: Any, dialect: Dialect, *, begin: str, param: str,
     try:
         if dialect == "postgres":
             cur.execute("SELECT pg_advisory_xact_lock(7349071)")  # "ledger" on a keypad
+            # Once the lock is ours (waiting for it stays bounded by the connection's
+            # statement_timeout), no timeout: building an index over a large ledger takes
+            # minutes (v2 on 10 M rows), and a timeout would roll it back every time.
+            cur.execute("SET LOCAL statement_timeout = 0")
         cur.execute(_SCHEMA_TABLE[dialect])
         cur.execute("SELECT COALESCE(MAX(version), 0) FROM ledger_schema")
         current = int(cur.fetchone()[0])
