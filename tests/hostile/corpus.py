@@ -589,11 +589,7 @@ def host_match() -> Iterator[Case]:
 
 # Cases that fail today, with the report sent to the gateway's owner. The tests mark them
 # xfail(strict): they show as failures in run.py, and the day they pass the suite says so.
-KNOWN_GAPS: dict[str, str] = {
-    "good-then-bad-chunk": "a pipelined request whose chunked body is already known to be "
-    "malformed is still forwarded (head and partial body) when its turn comes; the client "
-    "gets 504 after read_timeout instead of 400 at once (proxy/server.py _broken/_next)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def all_cases() -> list[Case]:

@@ -1,6 +1,5 @@
-"""Failures the corpus found in the data plane, pinned down with a raw upstream that keeps
-every byte (the echo origin only records complete requests). xfail(strict) until fixed:
-the day the gateway is fixed these pass and the marker must go (see docs/security.md)."""
+"""Failures the corpus once found in the data plane, now fixed, pinned down with a raw
+upstream that keeps every byte (the echo origin only records complete requests)."""
 
 from __future__ import annotations
 
@@ -61,8 +60,6 @@ def raw_gateway(tmp_path: Path) -> Iterator[tuple[Gateway, RawUpstream]]:
         upstream.close()
 
 
-@pytest.mark.xfail(strict=True, reason="reported: pipelined request with a malformed "
-                   "chunked body is forwarded when its turn comes (proxy/server.py)")
 def test_pipelined_request_with_broken_body_never_reaches_upstream(
         raw_gateway: tuple[Gateway, RawUpstream]) -> None:
     gw, upstream = raw_gateway

@@ -10,6 +10,7 @@ full the other side stops reading.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -328,7 +329,13 @@ class ClientConnection(asyncio.Protocol):
     def _broken(self, status: int, message: str) -> None:
         self.broken = (status, message)
         self._pause_reading(True)
-        active = self.active
+        active, receiving = self.active, self.receiving
+        if receiving is not None and receiving is not active:
+            # A pipelined request whose body turned out malformed while an earlier one is in
+            # flight: it must never be forwarded. The earlier ones finish, then the 400.
+            with contextlib.suppress(ValueError):
+                self.queue.remove(receiving)
+            self.receiving = None
         if active is None:
             self._fail_and_close(status, message)
         elif active is self.receiving:
@@ -356,6 +363,10 @@ class ClientConnection(asyncio.Protocol):
             self._pause_reading(False)
             return
         exchange = self.active = self.queue.popleft()
+        if self.broken is not None and not exchange.body_done:
+            self.queue.clear()  # never forward a request whose body we could not read whole
+            self._fail_and_close(*self.broken)
+            return
         self._pause_reading(False)
         if self.gw.store.local:
             self._decide(exchange, self.gw.store.get(self.client_ip))
