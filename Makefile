@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEBS    := curl wrk nginx-light chromium freeradius-utils redis-server postgresql
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench bench-scan bench-peers debs venv clean
+.PHONY: run test lint bench bench-scan bench-peers soak fuzz debs venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,11 +31,21 @@ test: $(STAMP) debs
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/mypy
 
 bench: $(STAMP) debs
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/claims.py
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/radius.py
+
+# Long runs, outside `make test` (short variants of each are in the suite).
+soak: $(STAMP) debs
+	$(BIN)/python bench/soak.py --minutes $(or $(MINUTES),10)
+
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds $(or $(SECONDS),60)
 
 bench-peers: $(STAMP)
 	$(BIN)/python bench/peers/run.py $(ARGS)
