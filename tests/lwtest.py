@@ -335,7 +335,8 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 def gateway_config(directory: Path, origin_port: int, *, proxy_port: int, web_port: int,
                    tls_port: int | None = None, connect_ports: list[int] | None = None,
                    proxy_extra: str = "", web_extra: str = "",
-                   partners: str = DEFAULT_PARTNERS, extra: str = "") -> str:
+                   partners: str = DEFAULT_PARTNERS, extra: str = "",
+                   ledger_options: str = "") -> str:
     dead_port = free_port()  # nothing listens there: "upstream down"
     connect_ports = [443, *([tls_port] if tls_port else []), *(connect_ports or [])]
     return f"""
@@ -371,7 +372,7 @@ ip = "127.0.0.2"
 msisdn = "{MSISDN_2}"
 
 [ledger]
-url = "sqlite:///{directory}/state/ledger.db"
+url = "sqlite:///{directory}/state/ledger.db{ledger_options}"
 key = "test-ledger-key"
 
 [web]

@@ -40,16 +40,20 @@ def sqlite_path(url: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def sqlite_options(url: str) -> dict[str, str]:
-    """Query options: only `synchronous=full|normal`."""
+def sqlite_options(url: str) -> dict[str, Any]:
+    """Query options: `synchronous=full|normal`, `cache_kib=N` (the page cache, which is
+    most of the gateway's memory growth until it is full)."""
     options = dict(parse_qsl(url.partition("?")[2]))
-    unknown = set(options) - {"synchronous"}
+    unknown = set(options) - {"synchronous", "cache_kib"}
     if unknown:
         raise ValueError(f"unknown sqlite ledger option(s): {', '.join(sorted(unknown))}")
     sync = options.get("synchronous", SYNCHRONOUS).upper()
     if sync not in _SYNCHRONOUS_CHOICES:
         raise ValueError("synchronous must be full or normal")
-    return {"synchronous": sync}
+    cache = options.get("cache_kib", str(CACHE_KIB))
+    if not cache.isdigit() or not 512 <= int(cache) <= 4_194_304:
+        raise ValueError("cache_kib must be a number of KiB from 512 to 4194304")
+    return {"synchronous": sync, "cache_kib": int(cache)}
 
 
 class SQLiteStore(Store):
@@ -58,11 +62,12 @@ class SQLiteStore(Store):
     begin_write = "BEGIN IMMEDIATE"  # take the write lock now, not at the first write
 
     def __init__(self, path: Path, *, must_exist: bool = False,
-                 synchronous: str = SYNCHRONOUS) -> None:
+                 synchronous: str = SYNCHRONOUS, cache_kib: int = CACHE_KIB) -> None:
         super().__init__()
         self.path = path
         self.must_exist = must_exist
         self.synchronous = synchronous
+        self.cache_kib = cache_kib
 
     def _connect(self) -> Any:
         if self.must_exist and not self.path.exists():
@@ -71,7 +76,7 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
         return conn
 
     def _lock_head(self, cur: Any, instance_id: str, now: int) -> _HeadState:
