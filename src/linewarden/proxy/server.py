@@ -432,6 +432,11 @@ class ClientConnection(asyncio.Protocol):
     def _send(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         decision = exchange.decision
         assert decision is not None
+        if decision.identity and self.gw.switch_tripped():
+            # Tripped while the ledger committed or the upstream connected: the switch
+            # stops every disclosure not yet on the wire, this one included.
+            decision.identity = []
+            self.gw.metrics.count(self.gw.metrics.withheld, "killswitch")
         head = exchange.head
         start = head.method + b" " + decision.target + b" HTTP/1.1"
         exchange.upstream = conn
