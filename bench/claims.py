@@ -40,6 +40,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # bench/ is not a package; run as a script
+    ORIGIN_BODY,
     WRK_DONE_LUA,
     Procs,
     WrkResult,
@@ -50,6 +51,9 @@ from common import (  # bench/ is not a package; run as a script
     run_wrk,
     tool_version,
     wait_port,
+)
+from common import (
+    start_nginx as common_start_nginx,
 )
 from linewarden.assertion import (
     Algorithm,
@@ -69,38 +73,8 @@ RESULTS = REPO / "bench" / "results" / "claims.md"
 MSISDN = "447400900123"
 TARGET = 0.70
 SERVER_CPU, CLIENT_CPU = 0, 1
-BODY = ("linewarden benchmark origin. " * 21)[:599] + "\n"  # as bench/proxy.py
-
-
-def nginx_conf(prefix: Path, port: int) -> str:
-    return f"""
-worker_processes 1;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        location = /__echo {{
-            return 200 "cli=$http_x_up_calling_line_id;assertion=$http_x_operator_assertion;";
-        }}
-        location / {{
-            return 200 "{BODY}";
-        }}
-    }}
-}}
-"""
+BODY = ORIGIN_BODY
+ECHO = "cli=$http_x_up_calling_line_id;assertion=$http_x_operator_assertion;"
 
 
 def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str) -> str:
@@ -180,17 +154,7 @@ def signatures_per_second(algorithm: Algorithm, seconds: float) -> tuple[float, 
 # ---------------------------------------------------------------- processes
 
 def start_nginx(procs: Procs, tmp: Path) -> int:
-    prefix = tmp / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, port))
-    log = (prefix / "stderr.log").open("wb")
-    procs.start(pinned(SERVER_CPU, ["nginx", "-e", str(prefix / "error.log"), "-c", str(conf),
-                                    "-p", str(prefix)]), stdout=log, stderr=log)
-    wait_port(port)
-    return port
-
+    return common_start_nginx(procs, tmp, ECHO, SERVER_CPU)[1]
 
 def start_gateway(procs: Procs, tmp: Path, origin: str) -> tuple[int, int]:
     proxy_port, web_port = free_port(), free_port()

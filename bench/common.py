@@ -159,3 +159,63 @@ def tool_version(argv: Sequence[str]) -> str:
         return "unavailable"
     text = (out.stdout + out.stderr).strip().splitlines()
     return text[0].strip() if text else "unknown"
+
+
+# The origin every proxy benchmark loads: nginx answering ~600 bytes from memory.
+ORIGIN_BODY = ("linewarden benchmark origin. " * 21)[:599] + "\n"
+
+
+def nginx_conf(prefix: Path, port: int, echo: str) -> str:
+    """One worker, no logs, `return 200` with ORIGIN_BODY; `/__echo` returns `echo` (an
+    nginx string with $http_… variables) so a benchmark can check what arrived."""
+    body = ORIGIN_BODY.replace("\\", "\\\\").replace('"', '\\"')
+    return f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    # Let forged underscore spellings reach $http_x_msisdn, as CGI/PHP back ends would.
+    underscores_in_headers on;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location = /__echo {{
+            return 200 "{echo}";
+        }}
+        location / {{
+            return 200 "{body}";
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Procs, tmp: Path, echo: str, cpu: int | None
+                ) -> tuple[subprocess.Popen[bytes], int]:
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_conf(prefix, port, echo))
+    log = (prefix / "nginx-stderr.log").open("wb")
+    proc = procs.start(pinned(cpu, ["nginx", "-e", str(prefix / "nginx-error.log"),
+                                    "-c", str(conf), "-p", str(prefix)]),
+                       stdout=log, stderr=log)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        raise RuntimeError("nginx did not start:\n"
+                           + (prefix / "nginx-stderr.log").read_text(errors="replace")
+                           + (prefix / "nginx-error.log").read_text(errors="replace")) from None
+    return proc, port

@@ -40,6 +40,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # bench/ is not a package; run as a script
+    ORIGIN_BODY,
     WRK_DONE_LUA,
     Procs,
     WrkResult,
@@ -50,6 +51,9 @@ from common import (  # bench/ is not a package; run as a script
     run_wrk,
     tool_version,
     wait_port,
+)
+from common import (
+    start_nginx as common_start_nginx,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +68,8 @@ PROFILE_HZ = 200
 LOAD_CPU = 0  # wrk and nginx
 PROXY_CPU = 1  # linewarden, or the bare relay
 # ~600 bytes, the size of a small API answer or a redirect page.
-BODY = ("linewarden benchmark origin. " * 21)[:599] + "\n"
+BODY = ORIGIN_BODY
+ECHO = "cli=$http_x_up_calling_line_id;msisdn=$http_x_msisdn;\\n"  # nginx reads \\n
 USER_AGENT = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/126 Mobile"
 
 
@@ -88,40 +93,6 @@ class Scenario:
             'wrk.headers["Accept"] = "text/html,application/json;q=0.9,*/*;q=0.8"',
             WRK_DONE_LUA,
         ])
-
-
-def nginx_conf(prefix: Path, port: int) -> str:
-    body = BODY.replace("\\", "\\\\").replace('"', '\\"')
-    return f"""
-worker_processes 1;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    # Let forged underscore spellings reach $http_x_msisdn, as CGI/PHP back ends would.
-    underscores_in_headers on;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        location = /__echo {{
-            return 200 "cli=$http_x_up_calling_line_id;msisdn=$http_x_msisdn;\\n";
-        }}
-        location / {{
-            return 200 "{body}";
-        }}
-    }}
-}}
-"""
 
 
 def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str) -> str:
@@ -161,23 +132,7 @@ X-Up-Calling-Line-Id = "msisdn"
 
 
 def start_nginx(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    prefix = tmp / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, port))
-    log = (prefix / "nginx-stderr.log").open("wb")
-    proc = procs.start(pinned(LOAD_CPU, ["nginx", "-e", str(prefix / "nginx-error.log"),
-                                           "-c", str(conf), "-p", str(prefix)]),
-                       stdout=log, stderr=log)
-    try:
-        wait_port(port)
-    except RuntimeError:
-        raise RuntimeError("nginx did not start:\n"
-                           + (prefix / "nginx-stderr.log").read_text(errors="replace")
-                           + (prefix / "nginx-error.log").read_text(errors="replace")) from None
-    return proc, port
-
+    return common_start_nginx(procs, tmp, ECHO, LOAD_CPU)
 
 def start_gateway(procs: Procs, tmp: Path, origin: str
                   ) -> tuple[subprocess.Popen[bytes], int, Path]:
