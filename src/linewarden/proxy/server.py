@@ -417,6 +417,10 @@ class ClientConnection(asyncio.Protocol):
         except UpstreamError as exc:
             self.response_failed(exc.status, str(exc))
             return
+        except Exception:  # a bug must not leave the client waiting for an answer forever
+            log.exception("forwarding failed")
+            self.response_failed(502, "the gateway could not forward this request")
+            return
         if self.closed:
             conn.close()
             return
