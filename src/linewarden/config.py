@@ -66,6 +66,9 @@ class ProxySection(_Section):
     header_timeout: float = Field(default=10.0, gt=0)
     # Keep-alive idle limit with clients (nginx keepalive_timeout: 75 s).
     idle_timeout: float = Field(default=60.0, gt=0)
+    # A CONNECT or WebSocket tunnel with no byte either way for this long is closed (Squid's
+    # read_timeout is 15 min; HAProxy deployments often set `timeout tunnel` 1 h).
+    tunnel_idle_timeout: float = Field(default=600.0, gt=0)
 
     @field_validator("listen")
     @classmethod

@@ -69,7 +69,8 @@ class Service:
             Rules(config.policy, self.settings), self.store, self.recorder,
             resolve=self.leakguard.resolve(proxy.resolve), connect_timeout=proxy.connect_timeout,
             read_timeout=proxy.read_timeout, header_timeout=proxy.header_timeout,
-            idle_timeout=proxy.idle_timeout, metrics=self.metrics,
+            idle_timeout=proxy.idle_timeout, tunnel_idle_timeout=proxy.tunnel_idle_timeout,
+            metrics=self.metrics,
             switch_tripped=lambda: switch.tripped)
         self._stop = asyncio.Event()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import time
 
 from wire import RawClient, curl, curl_ok, exchange, marker
 
@@ -274,3 +275,26 @@ def test_options_star_in_transparent_mode(gateway: Gateway, origin: Origin) -> N
         resp = client.response()
     assert resp.status == 200
     assert resp.body.startswith(b"OPTIONS * HTTP/1.1\r\n")
+
+
+def test_idle_tunnel_is_closed_and_a_busy_one_is_not(gateway_factory, tls_origin: TlsOrigin
+                                                     ) -> None:
+    """A CONNECT tunnel with no byte either way for tunnel_idle_timeout is closed; one that
+    keeps talking for longer than that stays open."""
+    gw = gateway_factory(connect_ports=[tls_origin.port],
+                         proxy_extra="tunnel_idle_timeout = 1.0\n")
+    connect = (f"CONNECT tls.test:{tls_origin.port} HTTP/1.1\r\n"
+               f"Host: tls.test:{tls_origin.port}\r\n\r\n").encode()
+    ctx = ssl.create_default_context(cafile=str(tls_origin.ca_pem))
+    with RawClient(gw.proxy_port) as busy, RawClient(gw.proxy_port) as idle:
+        for client in (busy, idle):
+            client.send(connect)
+            assert client.response(head_request=True).status == 200
+        with ctx.wrap_socket(busy.sock, server_hostname="tls.test") as tls:
+            start = time.monotonic()
+            while time.monotonic() - start < 3.0:  # three idle timeouts, never idle
+                tls.sendall(b"GET /busy HTTP/1.1\r\nHost: tls.test\r\n\r\n")
+                assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+                time.sleep(0.3)
+        idle.sock.settimeout(5)
+        assert idle.sock.recv(1) == b""  # closed by the gateway, within the sweep

@@ -85,7 +85,8 @@ class Gateway:
     def __init__(self, rules: Rules, store: BindingStore, recorder: Recorder, *,
                  resolve: dict[str, str] | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, header_timeout: float = 10.0,
-                 idle_timeout: float = 60.0, metrics: Metrics | None = None,
+                 idle_timeout: float = 60.0, tunnel_idle_timeout: float = 600.0,
+                 metrics: Metrics | None = None,
                  switch_tripped: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
@@ -94,6 +95,7 @@ class Gateway:
         self.resolve = resolve or {}
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
+        self.tunnel_idle_timeout = tunnel_idle_timeout
         self.metrics = metrics or Metrics()
         self.switch_tripped = switch_tripped
         self.clock = clock
@@ -171,6 +173,10 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = False
         self._reading_paused = False
         self._out: list[bytes] = []  # response bytes gathered during one upstream read
+        # Tunnel liveness: set by any byte either way, turned into a time by the sweeper
+        # (a flag per chunk is cheaper than reading the clock per chunk).
+        self.tunnel_busy = False
+        self.tunnel_seen = 0.0
 
     # ------------------------------------------------------------ connection lifecycle
 
@@ -202,7 +208,14 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
     def check_timeouts(self, now: float) -> None:
-        if self.tunnel is not None or self.closed:
+        if self.closed:
+            return
+        if self.tunnel is not None:
+            if self.tunnel_busy:
+                self.tunnel_busy, self.tunnel_seen = False, now
+            elif now - self.tunnel_seen > self.gw.tunnel_idle_timeout:
+                self.tunnel.abort()  # an idle tunnel holds two sockets for nothing
+                self.abort()
             return
         if self.head_since is not None and now - self.head_since > self.gw.header_timeout:
             if self.active is None and not self.queue:
@@ -238,6 +251,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.write(data)
+            self.tunnel_busy = True
             return
         if self.upgraded_data is not None:
             self._hold_upgraded(data)
@@ -552,8 +566,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _become_tunnel(self, transport: asyncio.Transport) -> None:
         assert self.transport is not None
-        transport.set_protocol(Pipe(self.transport))
+        transport.set_protocol(Pipe(self.transport, self))
         self.tunnel = transport
+        self.tunnel_seen = self.gw.loop.time()
         held, self.upgraded_data = self.upgraded_data or [], None
         for data in held:
             transport.write(data)
@@ -567,7 +582,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             address = await self.gw.address_of(destination.host, destination.port)
             transport, _ = await asyncio.wait_for(
-                self.gw.loop.create_connection(lambda: Pipe(self.transport), *address),
+                self.gw.loop.create_connection(lambda: Pipe(self.transport, self), *address),
                 self.gw.connect_timeout)
         except UpstreamError as exc:
             self._fail_and_close(exc.status, str(exc))
@@ -615,8 +630,9 @@ class ClientConnection(asyncio.Protocol):
 class Pipe(asyncio.Protocol):
     """One direction of a tunnel: whatever arrives is written to the peer."""
 
-    def __init__(self, peer: asyncio.Transport | None) -> None:
+    def __init__(self, peer: asyncio.Transport | None, owner: ClientConnection) -> None:
         self.peer = peer
+        self.owner = owner  # the client side, which keeps the tunnel's idle clock
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -625,6 +641,7 @@ class Pipe(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
             self.peer.write(data)
+        self.owner.tunnel_busy = True
 
     def eof_received(self) -> bool:
         if self.peer is not None and self.peer.can_write_eof():
