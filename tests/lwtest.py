@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,26 +384,41 @@ listen = "127.0.0.1:{web_port}"
 """
 
 
-def start_gateway(directory: Path, origin_port: int, **options: Any) -> Gateway:
-    """Write linewarden.toml in `directory` and run `linewarden serve` until its banner."""
+def launch_serve(directory: Path, write_config: Callable[[int, int], Path], *,
+                 env: dict[str, str] | None = None, args: Sequence[str] = (),
+                 ports: tuple[int | None, int | None] = (None, None),
+                 timeout: float = GATEWAY_START_TIMEOUT
+                 ) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+    """Pick the proxy and web ports, write the config (`write_config(proxy, web)` returns
+    its path), run `linewarden serve` in `directory` until its banner names the proxy.
+    Returns (process, proxy port, web port, config path)."""
     directory.mkdir(parents=True, exist_ok=True)
     last = ""
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        proxy_port, web_port = free_port(), free_port()
-        config = directory / "linewarden.toml"
-        config.write_text(gateway_config(directory, origin_port, proxy_port=proxy_port,
-                                         web_port=web_port, **options))
-        out = (directory / "stdout.log").open("wb")
-        err = (directory / "stderr.log").open("wb")
-        proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config)],
-                                stdout=out, stderr=err, cwd=directory)
-        out.close()
-        err.close()
-        deadline = time.monotonic() + GATEWAY_START_TIMEOUT
+        proxy_port, web_port = ports[0] or free_port(), ports[1] or free_port()
+        config = write_config(proxy_port, web_port)
+        with (directory / "stdout.log").open("wb") as out, \
+                (directory / "stderr.log").open("wb") as err:
+            proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config), *args],
+                                    stdout=out, stderr=err, cwd=directory,
+                                    env=None if env is None else {**os.environ, **env})
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
-                return Gateway(proc, proxy_port, web_port, directory, config)
+                return proc, proxy_port, web_port, config
             time.sleep(0.05)
         stop_process(proc)
         last = (directory / "stderr.log").read_text(errors="replace")
     raise AssertionError(f"linewarden serve did not start:\n{last}")
+
+
+def start_gateway(directory: Path, origin_port: int, **options: Any) -> Gateway:
+    """Write linewarden.toml in `directory` and run `linewarden serve` until its banner."""
+    def write(proxy_port: int, web_port: int) -> Path:
+        config = directory / "linewarden.toml"
+        config.write_text(gateway_config(directory, origin_port, proxy_port=proxy_port,
+                                         web_port=web_port, **options))
+        return config
+
+    proc, proxy_port, web_port, config = launch_serve(directory, write)
+    return Gateway(proc, proxy_port, web_port, directory, config)

@@ -27,7 +27,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from linewarden.partner import Claims, JWKSFetcher, ReplayCache, WSGIAssertionMiddleware
-from lwtest import LINEWARDEN, MSISDN_1, MSISDN_2, ROOT, free_port, stop_process
+from lwtest import MSISDN_1, MSISDN_2, ROOT, free_port, launch_serve, stop_process
 
 HEADER = "X-Operator-Assertion"
 START_TIMEOUT = 30.0
@@ -237,27 +237,15 @@ def start_gateway(directory: Path, resolve: dict[str, int], *, ttl: int = 60,
                   proxy_port: int | None = None, web_port: int | None = None
                   ) -> AssertionGateway:
     """`linewarden serve --config FILE` until its banner names the proxy."""
-    directory.mkdir(parents=True, exist_ok=True)
-    last = ""
-    for _attempt in range(3):  # a probed free port can be taken before we bind: retry
-        pp, wp = proxy_port or free_port(), web_port or free_port()
+    def write(pp: int, wp: int) -> Path:
         config = directory / "linewarden.toml"
-        config.write_text(config_text(directory, proxy_port=pp, web_port=wp,
-                                      resolve=resolve, ttl=ttl))
-        out = (directory / "stdout.log").open("wb")
-        err = (directory / "stderr.log").open("wb")
-        proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config)],
-                                stdout=out, stderr=err, cwd=directory)
-        out.close()
-        err.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
-                return AssertionGateway(proc, pp, wp, directory, config)
-            time.sleep(0.05)
-        stop_process(proc)
-        last = (directory / "stderr.log").read_text(errors="replace")
-    raise AssertionError(f"linewarden serve did not start:\n{last}")
+        config.write_text(config_text(directory, proxy_port=pp, web_port=wp, resolve=resolve,
+                                      ttl=ttl))
+        return config
+
+    proc, pp, wp, config = launch_serve(directory, write, ports=(proxy_port, web_port),
+                                        timeout=START_TIMEOUT)
+    return AssertionGateway(proc, pp, wp, directory, config)
 
 
 @dataclass

@@ -5,9 +5,7 @@ chosen source address (so each test picks which subscriber it is)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -16,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lwtest import free_port, launch_serve
+from lwtest import stop_process as stop_pid
+
 ROOT = Path(__file__).resolve().parents[2]
-LINEWARDEN = ROOT / ".venv" / "bin" / "linewarden"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 SUBSCRIBER_IP, SUBSCRIBER_MSISDN = "127.0.0.1", "447400900123"
@@ -27,23 +27,6 @@ PLAIN_HOST = "plain.test"  # a non-partner host that also resolves to the checke
 IDENTITY_HEADER = "X-Up-Calling-Line-Id"
 
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_pid(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # ---------------------------------------------------------------- redis-server
@@ -165,26 +148,15 @@ allow_raw_msisdn = true
 def start_gateway(directory: Path, *, canary: str = "", store_url: str = "memory://",
                   instance: str = "gw", env: dict[str, str] | None = None) -> Gateway:
     """`linewarden serve` in `directory`, waited for until its banner names the proxy."""
-    directory.mkdir(parents=True, exist_ok=True)
-    last = ""
-    for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        proxy_port, web_port = free_port(), free_port()
+    def write(proxy_port: int, web_port: int) -> Path:
         config = directory / "linewarden.toml"
         config.write_text(gateway_config(directory, proxy_port, web_port, canary=canary,
                                          store_url=store_url, instance=instance))
-        with (directory / "stdout.log").open("wb") as out, \
-                (directory / "stderr.log").open("wb") as err:
-            proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config)],
-                                    stdout=out, stderr=err, cwd=directory,
-                                    env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
-                return Gateway(proc, proxy_port, web_port, directory, config)
-            time.sleep(0.05)
-        stop_pid(proc)
-        last = (directory / "stderr.log").read_text(errors="replace")
-    raise AssertionError(f"linewarden serve did not start:\n{last}")
+        return config
+
+    proc, proxy_port, web_port, config = launch_serve(directory, write, env=env or {},
+                                                      timeout=START_TIMEOUT)
+    return Gateway(proc, proxy_port, web_port, directory, config)
 
 
 def received_via(proxy_port: int, host: str, source_ip: str = SUBSCRIBER_IP,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,14 +39,11 @@ from wire import RawClient, Response, marker  # noqa: E402
 
 from lwtest import (  # noqa: E402
     DEFAULT_PARTNERS,
-    GATEWAY_START_TIMEOUT,
-    LINEWARDEN,
     Gateway,
     Origin,
     Received,
-    free_port,
     gateway_config,
-    stop_process,
+    launch_serve,
 )
 
 # Bounds per case: a gateway that neither answers nor closes costs at most this.
@@ -80,29 +76,19 @@ def looks_like_identity(name: str) -> bool:
 def start_hostile_gateway(directory: Path, origin_port: int, *, proxy_extra: str = "",
                           extra: str = "") -> Gateway:
     """`linewarden serve` as lwtest configures it, plus the corpus's hosts and partners."""
-    directory.mkdir(parents=True, exist_ok=True)
     resolve = "".join(f'"{h}" = "127.0.0.1:{origin_port}"\n' for h in EXTRA_HOSTS)
-    last = ""
-    for _attempt in range(3):
-        proxy_port, web_port = free_port(), free_port()
+
+    def write(proxy_port: int, web_port: int) -> Path:
         text = gateway_config(directory, origin_port, proxy_port=proxy_port,
                               web_port=web_port, proxy_extra=proxy_extra, extra=extra,
                               partners=DEFAULT_PARTNERS + EXTRA_PARTNERS)
         text = text.replace("[proxy.resolve]\n", "[proxy.resolve]\n" + resolve, 1)
         config = directory / "linewarden.toml"
         config.write_text(text)
-        with (directory / "stdout.log").open("wb") as out, \
-                (directory / "stderr.log").open("wb") as err:
-            proc = subprocess.Popen([str(LINEWARDEN), "serve", "--config", str(config)],
-                                    stdout=out, stderr=err, cwd=directory)
-        deadline = time.monotonic() + GATEWAY_START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
-                return Gateway(proc, proxy_port, web_port, directory, config)
-            time.sleep(0.05)
-        stop_process(proc)
-        last = (directory / "stderr.log").read_text(errors="replace")
-    raise AssertionError(f"linewarden serve did not start:\n{last}")
+        return config
+
+    proc, proxy_port, web_port, config = launch_serve(directory, write)
+    return Gateway(proc, proxy_port, web_port, directory, config)
 
 
 # ---------------------------------------------------------------- one case
