@@ -164,9 +164,7 @@ class Store(ABC):
         """Extend the instance's chain with `records` in one transaction; returns the last
         seq. Raises on any failure, and then nothing of the batch is committed."""
         now = now_us()
-        cur = self._conn.cursor()
-        cur.execute(self.begin_write)
-        try:
+        with self._write() as cur:
             head = self._lock_head(cur, instance_id, now)
             seq, prev = head.seq, head.row_hash
             rows: list[tuple[Any, ...]] = []
@@ -185,34 +183,34 @@ class Store(ABC):
                 self._write_checkpoint(cur, signer.checkpoint(instance_id, "periodic",
                                                               seq, prev, now), head)
             self._save_head(cur, instance_id, head)
-            cur.execute("COMMIT")
-        except BaseException:
-            self._rollback(cur)
-            raise
-        finally:
-            cur.close()
         return seq
 
     def checkpoint(self, instance_id: str, signer: Signer,
                    kind: CheckpointKind = "close") -> Checkpoint | None:
         """Sign the instance's current head, unless it is already signed."""
         now = now_us()
-        cur = self._conn.cursor()
-        cur.execute(self.begin_write)
-        try:
+        with self._write() as cur:
             head = self._lock_head(cur, instance_id, now)
             cp = None
             if head.seq > head.checkpoint_seq:
                 cp = signer.checkpoint(instance_id, kind, head.seq, head.row_hash, now)
                 self._write_checkpoint(cur, cp, head)
                 self._save_head(cur, instance_id, head)
+        return cp
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One write transaction: committed if the block finishes, rolled back if it raises."""
+        cur = self._conn.cursor()
+        cur.execute(self.begin_write)
+        try:
+            yield cur
             cur.execute("COMMIT")
         except BaseException:
             self._rollback(cur)
             raise
         finally:
             cur.close()
-        return cp
 
     def _rollback(self, cur: Any) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone: rolled back anyway
@@ -247,9 +245,7 @@ class Store(ABC):
         (seq order), so a row a few milliseconds newer committed just before it goes too."""
         deleted: dict[str, int] = {}
         for instance_id in self.instances():
-            cur = self._conn.cursor()
-            cur.execute(self.begin_write)
-            try:
+            with self._write() as cur:
                 self._lock_head(cur, instance_id, now_us())  # writers wait for the anchor
                 cur.execute(self.sql("SELECT MAX(seq) FROM disclosures WHERE instance_id = ? "
                                      "AND time_us < ?"), (instance_id, cutoff_us))
@@ -263,12 +259,6 @@ class Store(ABC):
                         instance_id, "purge", int(last), digest, now_us()))
                     cur.execute(self.sql("DELETE FROM checkpoints WHERE instance_id = ? "
                                          "AND seq < ?"), (instance_id, last))
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback(cur)
-                raise
-            finally:
-                cur.close()
             deleted[instance_id] = 0 if last is None else self._delete_upto(instance_id,
                                                                             int(last))
         return deleted
@@ -276,20 +266,12 @@ class Store(ABC):
     def _delete_upto(self, instance_id: str, last_seq: int) -> int:
         total = 0
         while True:
-            cur = self._conn.cursor()
-            cur.execute(self.begin_write)
-            try:
+            with self._write() as cur:
                 cur.execute(self.sql(
                     "DELETE FROM disclosures WHERE id IN (SELECT id FROM disclosures "
                     "WHERE instance_id = ? AND seq <= ? ORDER BY seq LIMIT ?)"),
                     (instance_id, last_seq, PURGE_CHUNK_ROWS))
                 count = int(cur.rowcount)
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback(cur)
-                raise
-            finally:
-                cur.close()
             total += count
             if count < PURGE_CHUNK_ROWS:
                 return total
