@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import ClaimSpec, Partner, Policy, matchable_path, normalise_host
+from .policy import NV_READ, ClaimSpec, Partner, Policy, matchable_path, normalise_host
 
 PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
            "age_over_18": "yes/no answer", "operator": "network code (not personal)",
@@ -33,7 +33,7 @@ def describe_claim(spec: ClaimSpec) -> str:
 def privacy_level(partner: Partner) -> str:
     """The most revealing claim a partner gets: raw number > pseudonym > yes/no."""
     claims = {name for c in partner.claims for name in _carried(c)}
-    if "msisdn" in claims:
+    if "msisdn" in claims or (partner.oauth is not None and NV_READ in partner.oauth.scopes):
         return "raw number"
     if "pseudonym" in claims:
         return "pseudonym"
@@ -57,6 +57,9 @@ class Explanation:
         out.append(f"partner '{p.id}' ({p.purpose}, privacy: {privacy_level(p)}) "
                    f"{self.reason}")
         out += ["  " + describe_claim(c) for c in p.claims]
+        if p.oauth is not None:
+            out.append(f"  OAuth client '{p.oauth.client_id}' (Number Verification): scopes "
+                       + ", ".join(p.oauth.scopes))
         return out
 
 
@@ -85,6 +88,7 @@ def explain(policy: Policy, host: str, *, path: str = "/", port: int = 80,
 
 
 Scope = tuple[str, tuple[int, ...], tuple[str, ...]]  # host pattern, ports, paths
+OAUTH = "oauth"  # the "header" of an exposure that is a Number Verification scope
 Exposure = tuple[str, str, str]  # partner id, header, claim (with format)
 
 
@@ -97,6 +101,9 @@ def exposures(policy: Policy, now: float) -> dict[Scope, set[Exposure]]:
             scope = (host, tuple(sorted(p.ports)), tuple(sorted(p.paths)))
             claims = {(p.id, c.header.lower(), _exposure_name(c)) for c in p.claims}
             out.setdefault(scope, set()).update(claims)
+        if p.oauth is not None:  # a Number Verification scope is exposure too (NV_READ: raw)
+            key = (f"oauth client {p.oauth.client_id}", (), ())
+            out.setdefault(key, set()).update((p.id, OAUTH, s) for s in p.oauth.scopes)
     return out
 
 
@@ -119,7 +126,8 @@ class Change:
             (f" paths {list(paths)}" if paths else "")
         partner, header, claim = self.exposure
         verb = "+ newly exposed" if self.added else "- withdrawn   "
-        return f"{verb} {where}: {claim} in {header} to partner '{partner}'"
+        carrier = "as an OAuth scope" if header == OAUTH else f"in {header}"
+        return f"{verb} {where}: {claim} {carrier} to partner '{partner}'"
 
 
 def diff(old: Policy, new: Policy, now: float) -> list[Change]:

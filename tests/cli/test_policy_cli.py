@@ -125,3 +125,46 @@ def test_every_command_has_help(args: tuple[str, ...]) -> None:
     result = run(*args, "--help")
     assert result.returncode == 0
     assert "Usage:" in result.stdout and len(result.stdout) > 150
+
+
+OAUTH_PARTNER = """
+[[partners]]
+id = "shop"
+purpose = "billing"
+hosts = ["shop.example.com"]
+allow_raw_msisdn = true
+[partners.oauth]
+client_id = "shop-app"
+redirect_uris = ["https://shop.example.com/cb"]
+client_secret_sha256 = "{digest}"
+scopes = {scopes}
+"""
+
+
+def _oauth_policy(tmp_path: Path, name: str, scopes: str) -> Path:
+    path = tmp_path / name
+    path.write_text(OAUTH_PARTNER.format(digest="ab" * 32, scopes=scopes))
+    return path
+
+
+def test_diff_flags_a_number_verification_read_scope_as_new_exposure(tmp_path: Path) -> None:
+    old = _oauth_policy(tmp_path, "old.toml", '["number-verification:verify"]')
+    new = _oauth_policy(tmp_path, "new.toml", '["number-verification:verify", '
+                                              '"number-verification:device-phone-number:read"]')
+    result = run("policy", "diff", str(old), str(new))
+    assert result.returncode == 3, result.stderr
+    assert ("+ newly exposed oauth client shop-app: number-verification:device-phone-number:"
+            "read as an OAuth scope to partner 'shop'") in result.stdout
+    assert "1 newly exposed, 0 withdrawn" in result.stdout
+    back = run("policy", "diff", str(new), str(old))
+    assert back.returncode == 0 and "0 newly exposed, 1 withdrawn" in back.stdout
+
+
+def test_explain_shows_the_oauth_client_and_its_privacy(tmp_path: Path) -> None:
+    path = _oauth_policy(tmp_path, "p.toml", '["number-verification:verify", '
+                                             '"number-verification:device-phone-number:read"]')
+    result = run("policy", "explain", str(path), "--host", "shop.example.com")
+    assert result.returncode == 0, result.stderr
+    assert "partner 'shop' (billing, privacy: raw number)" in result.stdout
+    assert ("OAuth client 'shop-app' (Number Verification): scopes number-verification:verify, "
+            "number-verification:device-phone-number:read") in result.stdout
