@@ -93,6 +93,10 @@ def _show(doc: dict[str, Any]) -> None:
             click.echo(f"  last change by {doc.get('by')}: {doc.get('reason')}")
 
 
+# Tripping is the safe direction, so it works without a reason; the state still says so.
+NO_REASON = "tripped by hand, no reason given"
+
+
 @click.group()
 def killswitch() -> None:
     """Stop every identity disclosure at once (trip), resume it (clear), or look (status).
@@ -104,7 +108,9 @@ def killswitch() -> None:
 
 @killswitch.command()
 @config_option
-@click.option("--reason", required=True, help="Why (logged, and shown by status).")
+@click.option("--reason", default=NO_REASON, show_default=True,
+              help="Why (logged, and shown by status). Optional: stopping a leak must never "
+                   "wait for paperwork; clearing needs one.")
 @click.option("--by", default=_person, show_default="user@host", help="Who is tripping.")
 @click.pass_context
 def trip(ctx: click.Context, reason: str, by: str) -> None:

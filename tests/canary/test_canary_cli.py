@@ -68,6 +68,14 @@ def test_trip_status_clear(gw: Gateway) -> None:
     assert "kill switch clear" in result.output
     assert gw.received(PARTNER_HOST).get(HEADER) == SUBSCRIBER_MSISDN
 
+    # Tripping needs no reason (the safe direction must never wait); the state says so.
+    result = _run(killswitch, ["trip", "--config", config])
+    assert result.exit_code == 0, result.output
+    assert "no reason given" in result.output
+    assert HEADER not in gw.received(PARTNER_HOST)
+    result = _run(killswitch, ["clear", "--config", config, "--reason", "drill over"])
+    assert result.exit_code == 0, result.output
+
 
 def test_status_names_the_admin_url_when_nothing_runs(tmp_path: Path) -> None:
     config = tmp_path / "lw.toml"

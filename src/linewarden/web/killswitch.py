@@ -1,7 +1,7 @@
 """Admin API for the kill switch and the canary (behind `guarded()`, like all of /admin).
 
     GET  /admin/killswitch          state (and the last canary round, if a canary runs)
-    POST /admin/killswitch/trip     {"reason": "...", "by": "..."}   reason required
+    POST /admin/killswitch/trip     {"reason": "...", "by": "..."}   both optional: trip at once
     POST /admin/killswitch/clear    {"reason": "...", "by": "..."}   both required: a person
     GET  /admin/canary              the last canary round
 """
@@ -46,7 +46,8 @@ def killswitch_routes(ctx: AdminContext, switch: KillSwitch,
             return body
         client = request.client.host if request.client else "unknown"
         try:
-            await switch.trip(body.get("reason", ""), body.get("by") or f"admin API ({client})")
+            await switch.trip(body.get("reason") or "tripped through the admin API, no reason "
+                              "given", body.get("by") or f"admin API ({client})")
         except KillSwitchError as exc:
             return problem(400, str(exc))
         return JSONResponse(state(), headers=_NO_STORE)
