@@ -610,6 +610,10 @@ class ClientConnection(asyncio.Protocol):
         metrics.latency.observe(self.gw.loop.time() - exchange.started)
         if exchange.upstream is not None and not exchange.body_done:
             exchange.upstream.detach()  # our request body was cut short: not reusable
+        # The upstream connection goes back to the pool now and may serve another client at
+        # once: nothing of ours (flow control, connection_lost, the sweeper) may touch it.
+        exchange.upstream = None
+        self.active = None
         if close:
             self.closed = True
             if self.transport is not None:

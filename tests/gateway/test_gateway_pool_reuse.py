@@ -1,0 +1,98 @@
+"""A pooled upstream connection belongs to whoever took it last. Regression: a client whose
+response ended with a close kept pointing at the connection it had used; when that client's
+socket finally went away (or its write buffer drained) it detached or paused the connection
+that meanwhile served another client, which then never got its answer. In-process, with
+fake transports, so the order of events is exactly the dangerous one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from linewarden.bindings.memory import MemoryStore
+from linewarden.claims import Secrets
+from linewarden.decide import DisclosureRecord, Rules, Settings
+from linewarden.policy import parse_policy
+from linewarden.proxy.server import ClientConnection, Gateway
+from linewarden.proxy.upstream import Pool, UpstreamConnection
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class FakeTransport:
+    def __init__(self, peer: Any = None) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+        self.reading = True
+        self.peer = peer
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        return self.peer if key == "peername" else default
+
+    def set_write_buffer_limits(self, *args: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+class Recorder:
+    async def record(self, rec: DisclosureRecord) -> bool:
+        return True
+
+
+async def _scenario() -> tuple[list[bytes], FakeTransport]:
+    policy, _ = parse_policy("")
+    gateway = Gateway(Rules(policy, Settings(Secrets(b"p", b"l"))), MemoryStore(), Recorder(),
+                      resolve={"origin.test": "127.0.0.1:9"})
+    gateway.loop = asyncio.get_running_loop()
+    gateway.pool = Pool(gateway.loop, 1.0)
+    upstream = UpstreamConnection(gateway.pool, ("127.0.0.1", 9))
+    upstream_transport = FakeTransport()
+    upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
+    gateway.pool.release(upstream)
+
+    a, b = ClientConnection(gateway), ClientConnection(gateway)
+    a_transport, b_transport = FakeTransport(("127.0.0.2", 1)), FakeTransport(("127.0.0.3", 2))
+    a.connection_made(a_transport)  # type: ignore[arg-type]
+    b.connection_made(b_transport)  # type: ignore[arg-type]
+
+    # A: one request with Connection: close, answered on the pooled connection.
+    a.data_received(b"GET http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\n"
+                    b"Connection: close\r\n\r\n")
+    upstream.data_received(RESPONSE)
+    assert a_transport.closing  # A is closing, its socket not gone yet
+    # B takes the same connection from the pool...
+    b.data_received(b"GET http://origin.test/b HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+    assert b.active is not None and b.active.upstream is upstream
+    # ...then A's write buffer fills and drains, and A's socket goes away.
+    a.pause_writing()
+    a.resume_writing()
+    a.pause_writing()
+    a.connection_lost(None)
+    # B's answer must still arrive, and the connection must still be reading for it.
+    upstream.data_received(RESPONSE)
+    await gateway.close()
+    return b_transport.out, upstream_transport
+
+
+def test_a_closed_client_never_touches_the_connection_another_client_took() -> None:
+    b_out, upstream_transport = asyncio.run(_scenario())
+    assert upstream_transport.reading
+    assert b"".join(b_out).startswith(b"HTTP/1.1 200 OK")
+    assert b"".join(b_out).endswith(b"\r\n\r\nok")
