@@ -7,8 +7,7 @@ different instances commit in parallel. Batches go in with COPY, the fastest pat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -36,6 +35,7 @@ class PostgresStore(Store):
     dialect = "postgres"
     param = "%s"
     begin_write = "BEGIN"
+    begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def __init__(self, url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
         super().__init__()
@@ -62,18 +62,6 @@ class PostgresStore(Store):
         with cur.copy(_COPY) as copy:
             for row in rows:
                 copy.write_row(row)
-
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        cur = self._conn.cursor()
-        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        self._in_snapshot = True
-        try:
-            yield
-        finally:
-            self._in_snapshot = False
-            self._rollback(cur)
-            cur.close()
 
     def _iter_cursor(self) -> Any:
         # Server-side (inside a snapshot transaction): rows stream in FETCH_ROWS pages

@@ -87,6 +87,7 @@ class Store(ABC):
     dialect: Dialect
     param: str  # DB-API placeholder: "?" or "%s"
     begin_write: str  # statement that starts a write transaction
+    begin_snapshot = "BEGIN"  # a read transaction (SQLite WAL: the first read fixes it)
 
     def __init__(self) -> None:
         self._conn: Any = None
@@ -113,7 +114,7 @@ class Store(ABC):
         """A read transaction: the head, checkpoints and rows read inside it are from one
         instant, so a verify running beside the writer sees no half-appended batch."""
         cur = self._conn.cursor()
-        cur.execute("BEGIN")  # SQLite WAL: the first read fixes the snapshot
+        cur.execute(self.begin_snapshot)
         self._in_snapshot = True
         try:
             yield
