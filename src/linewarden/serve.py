@@ -18,12 +18,12 @@ from .config import Config, _host_port
 from .decide import Rules
 from .keys import watch_keys
 from .leakguard import LeakGuard
-from .ledger import ledger_from_config, signer_from_config
+from .ledger import Recorder, ledger_from_config, signer_from_config
 from .ledger.api import audit_routes
 from .ledger.writer import LedgerWriter
 from .metrics import Metrics
 from .numberverify import numberverify_routes
-from .proxy.server import Gateway, Recorder
+from .proxy.server import Gateway
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext, guard_routes
 from .web.app import make_app, make_worker_app

@@ -35,13 +35,17 @@ __all__ = ["SIGNING_KEY_NAME", "Ledger", "ledger_from_config", "open_ledger", "o
            "signer_from_config", "trusted_keys_from_config"]
 
 
-class Ledger(Protocol):
-    async def start(self) -> None:
-        """Open the backend, create or migrate the schema, start the writer task."""
+class Recorder(Protocol):
+    """What the data plane and the Number Verification API need of the ledger."""
 
     async def record(self, rec: DisclosureRecord) -> bool:
         """True only once the row is committed; False, never an exception, when it is
         not (queue full, backend failed, or no COMMIT within the writer's bound)."""
+
+
+class Ledger(Recorder, Protocol):
+    async def start(self) -> None:
+        """Open the backend, create or migrate the schema, start the writer task."""
 
     async def close(self) -> None:
         """Commit what is queued, sign the chain head, stop."""

@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute
 
 from ..bindings import BindingStore
 from ..bindings.profiles import ProfiledStore
+from ..ledger import Recorder
 from ..policy import Policy
-from .api import NumberVerification, Recorder, api_routes, oauth_routes
+from .api import NumberVerification, api_routes, oauth_routes
 from .optout import OptOuts
 from .privacy import PrivacyPage, privacy_routes
 

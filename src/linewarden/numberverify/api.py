@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from ..bindings import Binding, BindingStore
 from ..claims import subscriber_key
 from ..decide import DisclosureRecord
+from ..ledger import Recorder
 from ..policy import NV_READ, NV_VERIFY, OAUTH_SCOPES, Partner, Policy
 from .authserver import (
     KEY_METHOD,
@@ -53,10 +54,6 @@ SHA256_HEX = re.compile(r"^[a-fA-F0-9]{64}$")
 # CAMARA Commonalities x-correlator pattern.
 CORRELATOR = re.compile(r"^[a-zA-Z0-9\-_:;./<>{}]{0,256}$")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class Recorder(Protocol):
-    async def record(self, rec: DisclosureRecord) -> bool: ...
 
 
 @dataclass

@@ -16,13 +16,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import cast
 
 import httptools
 
 from ..bindings import Binding, BindingStore
 from ..decide import Decision, DisclosureRecord, RequestHead, Rules, decide
 from ..http import HOP_BY_HOP, REASONS, connection_tokens, error_response, serialize_head
+from ..ledger import Recorder
 from ..metrics import Metrics
 from .limits import (
     MAX_HEAD_BYTES,
@@ -45,12 +46,6 @@ from .upstream import (
 )
 
 log = logging.getLogger("linewarden.proxy")
-
-
-class Recorder(Protocol):
-    """The ledger, as the data plane sees it: True only once the record is durable."""
-
-    async def record(self, rec: DisclosureRecord) -> bool: ...
 
 
 class _HeadTooLarge(Exception):
