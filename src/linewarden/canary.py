@@ -22,7 +22,6 @@ is nobody's, so its disclosures (to expect URLs) are real ledger rows about no r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from . import tasks
 from .alerts import Alerter
 from .bindings import Binding
 from .checker import analyse
@@ -305,11 +305,8 @@ class Canary:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="canary")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.stop([self._task])
+        self._task = None
         await self.alerter.close()
 
     async def _run(self) -> None:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import tasks
 from .metrics import Metrics
 
 log = logging.getLogger("linewarden.killswitch")
@@ -270,11 +271,7 @@ class KillSwitch:
                        asyncio.create_task(self._listen_loop(), name="killswitch-listen")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await tasks.stop(self._tasks)
         self._tasks = []
         if self._redis is not None:
             with contextlib.suppress(Exception):

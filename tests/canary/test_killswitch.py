@@ -243,3 +243,18 @@ def test_status_document(tmp_path: Path) -> None:
     doc = switch.status()
     assert doc["tripped"] is True and doc["by"] == "hana" and doc["instance"] == "gw-1"
     assert json.loads(json.dumps(doc)) == doc
+
+
+def test_closing_right_after_opening_ends_promptly(tmp_path: Path,
+                                                    redis_server: RedisServer) -> None:
+    # A cancel landing while redis-py connects the subscription used to be swallowed and
+    # the listener kept polling forever (a CI hang); close() must end anyway.
+    async def scenario() -> float:
+        switch = KillSwitch(tmp_path, redis_url=redis_server.url, key="t:quick")
+        await switch.open()
+        started = time.monotonic()
+        await asyncio.wait_for(switch.close(), timeout=10)
+        return time.monotonic() - started
+
+    for _ in range(5):
+        assert asyncio.run(scenario()) < 5

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from .. import tasks
 from . import AGE_OVER_18, OPT_OUT, OPT_OUT_ALL, Binding, BindingStore, is_possible_msisdn
 
 log = logging.getLogger("linewarden.profiles")
@@ -205,8 +206,5 @@ class ProfiledStore:
             self.book.follow(self.reload_interval))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop([self._task])
         await self.inner.close()

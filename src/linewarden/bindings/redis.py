@@ -37,6 +37,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from .. import tasks
 from . import Binding
 from .memory import canonical_ip, prefix64
 
@@ -171,11 +172,7 @@ class RedisStore:
         self._tasks.append(loop.create_task(self._count_forever()))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(self._tasks)
         self._tasks.clear()
         await self._client.aclose()
         await self._writer.aclose()
