@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from linewarden import tasks
 
@@ -32,10 +33,8 @@ def test_stop_ends_a_task_that_swallows_the_first_cancel() -> None:
 def test_stop_gives_up_on_a_task_that_never_ends() -> None:
     async def immortal() -> None:
         while True:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                pass
 
     async def scenario() -> bool:
         task = asyncio.create_task(immortal())

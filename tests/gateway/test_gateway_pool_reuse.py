@@ -25,9 +25,14 @@ class FakeTransport:
         self.closing = False
         self.reading = True
         self.peer = peer
+        self.protocol: Any = None
+        self.fills_on_write = False  # the next write finds the socket full: pause_writing
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
+        if self.fills_on_write:
+            self.fills_on_write = False
+            self.protocol.pause_writing()
 
     def get_extra_info(self, key: str, default: Any = None) -> Any:
         return self.peer if key == "peername" else default
@@ -56,7 +61,7 @@ class Recorder:
         return True
 
 
-async def _scenario() -> tuple[list[bytes], FakeTransport]:
+def _gateway_with_one_pooled_connection() -> tuple[Gateway, UpstreamConnection, FakeTransport]:
     policy, _ = parse_policy("")
     gateway = Gateway(Rules(policy, Settings(Secrets(b"p", b"l"))), MemoryStore(), Recorder(),
                       resolve={"origin.test": "127.0.0.1:9"})
@@ -66,6 +71,11 @@ async def _scenario() -> tuple[list[bytes], FakeTransport]:
     upstream_transport = FakeTransport()
     upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
     gateway.pool.release(upstream)
+    return gateway, upstream, upstream_transport
+
+
+async def _scenario() -> tuple[list[bytes], FakeTransport]:
+    gateway, upstream, upstream_transport = _gateway_with_one_pooled_connection()
 
     a, b = ClientConnection(gateway), ClientConnection(gateway)
     a_transport, b_transport = FakeTransport(("127.0.0.2", 1)), FakeTransport(("127.0.0.3", 2))
@@ -95,4 +105,34 @@ def test_a_closed_client_never_touches_the_connection_another_client_took() -> N
     b_out, upstream_transport = asyncio.run(_scenario())
     assert upstream_transport.reading
     assert b"".join(b_out).startswith(b"HTTP/1.1 200 OK")
+    assert b"".join(b_out).endswith(b"\r\n\r\nok")
+
+
+async def _slow_client_scenario() -> tuple[list[bytes], FakeTransport]:
+    gateway, upstream, upstream_transport = _gateway_with_one_pooled_connection()
+    a, b = ClientConnection(gateway), ClientConnection(gateway)
+    a_transport, b_transport = FakeTransport(("127.0.0.2", 1)), FakeTransport(("127.0.0.3", 2))
+    a_transport.protocol = a
+    a.connection_made(a_transport)  # type: ignore[arg-type]
+    b.connection_made(b_transport)  # type: ignore[arg-type]
+    a.data_received(b"GET http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+    # The whole response arrives in one read, and writing it fills A's socket: A holds the
+    # upstream back (pause_reading) in the same step that hands it back to the pool.
+    a_transport.fills_on_write = True
+    upstream.data_received(RESPONSE)
+    assert a.active is None  # A's exchange is over; A itself is still connected
+    b.data_received(b"GET http://origin.test/b HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+    assert b.active is not None and b.active.upstream is upstream
+    reading_when_b_sent = upstream_transport.reading
+    if reading_when_b_sent:
+        upstream.data_received(RESPONSE)
+    await gateway.close()
+    assert reading_when_b_sent, "B's request went out on a connection nobody reads"
+    return b_transport.out, upstream_transport
+
+
+def test_a_slow_client_never_leaves_a_pooled_connection_unread() -> None:
+    # Regression for a CI hang (a WebSocket handshake never answered): the pooled
+    # connection it took had been paused by an earlier slow client.
+    b_out, _ = asyncio.run(_slow_client_scenario())
     assert b"".join(b_out).endswith(b"\r\n\r\nok")

@@ -92,6 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         # per read too). None while we hold the upstream back for a slow client.
         self.quiet_since: float | None = None
         self.got_bytes = False
+        self.held = False
         self.closed = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -151,8 +152,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def hold(self, held: bool) -> None:
         """Stop or restart reading for a slow client; a held upstream is not 'quiet'."""
-        if self.transport is None:
+        if self.transport is None or held == self.held:
             return
+        self.held = held
         if held:
             self.transport.pause_reading()
             self.quiet_since = None
@@ -288,6 +290,10 @@ class Pool:
         if len(idle) >= POOL_MAX_IDLE_PER_HOST:
             conn.close()
             return
+        # A slow client may have held it back in the very write that ended its response;
+        # an idle connection must read, to see the origin close it and to get the next
+        # client's answer.
+        conn.hold(False)
         conn.idle_since = self.loop.time()
         idle.append(conn)
 
