@@ -7,80 +7,17 @@ fake transports, so the order of events is exactly the dangerous one."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from linewarden.bindings.memory import MemoryStore
-from linewarden.claims import Secrets
-from linewarden.decide import DisclosureRecord, Rules, Settings
-from linewarden.policy import parse_policy
-from linewarden.proxy.server import ClientConnection, Gateway
-from linewarden.proxy.upstream import Pool, UpstreamConnection
+from inprocess import FakeTransport, client, gateway_with_one_pooled_connection
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-class FakeTransport:
-    def __init__(self, peer: Any = None) -> None:
-        self.out: list[bytes] = []
-        self.closing = False
-        self.reading = True
-        self.peer = peer
-        self.protocol: Any = None
-        self.fills_on_write = False  # the next write finds the socket full: pause_writing
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-        if self.fills_on_write:
-            self.fills_on_write = False
-            self.protocol.pause_writing()
-
-    def get_extra_info(self, key: str, default: Any = None) -> Any:
-        return self.peer if key == "peername" else default
-
-    def set_write_buffer_limits(self, *args: Any) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
-class Recorder:
-    async def record(self, rec: DisclosureRecord) -> bool:
-        return True
-
-
-def _gateway_with_one_pooled_connection() -> tuple[Gateway, UpstreamConnection, FakeTransport]:
-    policy, _ = parse_policy("")
-    gateway = Gateway(Rules(policy, Settings(Secrets(b"p", b"l"))), MemoryStore(), Recorder(),
-                      resolve={"origin.test": "127.0.0.1:9"})
-    gateway.loop = asyncio.get_running_loop()
-    gateway.pool = Pool(gateway.loop, 1.0)
-    upstream = UpstreamConnection(gateway.pool, ("127.0.0.1", 9))
-    upstream_transport = FakeTransport()
-    upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
-    gateway.pool.release(upstream)
-    return gateway, upstream, upstream_transport
-
-
 async def _scenario() -> tuple[list[bytes], FakeTransport]:
-    gateway, upstream, upstream_transport = _gateway_with_one_pooled_connection()
+    gateway, upstream, upstream_transport = gateway_with_one_pooled_connection()
 
-    a, b = ClientConnection(gateway), ClientConnection(gateway)
-    a_transport, b_transport = FakeTransport(("127.0.0.2", 1)), FakeTransport(("127.0.0.3", 2))
-    a.connection_made(a_transport)  # type: ignore[arg-type]
-    b.connection_made(b_transport)  # type: ignore[arg-type]
+    a, a_transport = client(gateway, "127.0.0.2")
+    b, b_transport = client(gateway, "127.0.0.3")
 
     # A: one request with Connection: close, answered on the pooled connection.
     a.data_received(b"GET http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\n"
@@ -109,12 +46,9 @@ def test_a_closed_client_never_touches_the_connection_another_client_took() -> N
 
 
 async def _slow_client_scenario() -> tuple[list[bytes], FakeTransport]:
-    gateway, upstream, upstream_transport = _gateway_with_one_pooled_connection()
-    a, b = ClientConnection(gateway), ClientConnection(gateway)
-    a_transport, b_transport = FakeTransport(("127.0.0.2", 1)), FakeTransport(("127.0.0.3", 2))
-    a_transport.protocol = a
-    a.connection_made(a_transport)  # type: ignore[arg-type]
-    b.connection_made(b_transport)  # type: ignore[arg-type]
+    gateway, upstream, upstream_transport = gateway_with_one_pooled_connection()
+    a, a_transport = client(gateway, "127.0.0.2")
+    b, b_transport = client(gateway, "127.0.0.3")
     a.data_received(b"GET http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\n\r\n")
     # The whole response arrives in one read, and writing it fills A's socket: A holds the
     # upstream back (pause_reading) in the same step that hands it back to the pool.

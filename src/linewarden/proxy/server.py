@@ -22,7 +22,14 @@ import httptools
 
 from ..bindings import Binding, BindingStore
 from ..decide import Decision, DisclosureRecord, RequestHead, Rules, decide
-from ..http import HOP_BY_HOP, REASONS, connection_tokens, error_response, serialize_head
+from ..http import (
+    HAS_LENGTH,
+    REASONS,
+    error_response,
+    serialize_head,
+    status_reason,
+    upgrade_values,
+)
 from ..ledger import Recorder
 from ..metrics import Metrics
 from .limits import (
@@ -34,10 +41,6 @@ from .limits import (
     WRITE_LOW_WATER,
 )
 from .upstream import (
-    HAS_CONNECTION,
-    HAS_HOP_BY_HOP,
-    HAS_LENGTH,
-    HAS_TRANSFER_ENCODING,
     Address,
     Pool,
     UpstreamConnection,
@@ -478,15 +481,14 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ responses (ResponseSink)
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      fields: int) -> None:
+    def response_head(self, status: int, head: bytes, lines: bytes, fields: int) -> None:
         exchange = self.active
         if exchange is None or self.transport is None:
             return
         if status < 200:
             if status != 101 and exchange.head.version == "1.1":
-                self._out.append(f"HTTP/1.1 {status} {_reason(status, reason)}\r\n\r\n"
-                                 .encode())
+                self._out.append(f"HTTP/1.1 {status} {_reason(status, status_reason(head))}"
+                                 "\r\n\r\n".encode())
             if status != 101:
                 return
         decision = exchange.decision
@@ -494,18 +496,18 @@ class ClientConnection(asyncio.Protocol):
         if status == 101 and not decision.upgrade:
             self.response_failed(502, "upstream switched protocols without being asked")
             return
-        out, chunked_out = _response_headers(exchange, status, headers, fields)
+        lines, chunked_out = _response_lines(exchange, status, lines, fields)
         exchange.chunked_out = chunked_out
         if decision.upgrade or self.upgraded_data is not None:
             exchange.close_after = True  # after an Upgrade attempt the parser can't resume
         if status == 101:
-            out += [(b"Connection", b"upgrade"),
-                    *((n, v) for n, v in headers if n.lower() == b"upgrade")]
+            lines += b"Connection: upgrade\r\n" + b"".join(
+                b"Upgrade: %b\r\n" % v for v in upgrade_values(head))
         elif exchange.close_after:
-            out.append((b"Connection", b"close"))
+            lines += b"Connection: close\r\n"
         exchange.response_started = True
-        start = f"HTTP/1.1 {status} {_reason(status, reason)}".encode()
-        self._out.append(serialize_head(start, out))
+        self._out.append(b"HTTP/1.1 %d %b\r\n%b\r\n" % (
+            status, _reason(status, status_reason(head)).encode(), lines))
 
     def response_body(self, chunk: bytes) -> None:
         exchange = self.active
@@ -676,24 +678,16 @@ def _reason(status: int, reason: bytes) -> str:
     return REASONS.get(status, "Unknown")
 
 
-def _response_headers(exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]],
-                      fields: int) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Drop hop-by-hop fields and choose the framing towards the client.
-
-    Chunked or close-delimited upstream bodies are re-chunked for HTTP/1.1 clients so the
-    client connection stays reusable; HTTP/1.0 clients get the raw body and a close.
-    `headers` is the upstream's fresh list for this response, so it is ours to extend."""
-    out = headers
-    if fields & (HAS_CONNECTION | HAS_HOP_BY_HOP | HAS_TRANSFER_ENCODING):
-        named = connection_tokens(v for n, v in headers if n.lower() == b"connection")
-        out = [(n, v) for n, v in headers
-               if n.lower() not in HOP_BY_HOP and n.lower() not in named]
-    has_length = bool(fields & HAS_LENGTH)
+def _response_lines(exchange: Exchange, status: int, lines: bytes,
+                    fields: int) -> tuple[bytes, bool]:
+    """The header lines for the client (hop-by-hop dropped) and whether the body is
+    re-chunked: chunked or close-delimited upstream bodies are re-chunked for HTTP/1.1
+    clients so the client connection stays reusable; HTTP/1.0 clients get the raw body and
+    a close."""
     no_body = exchange.head.method == b"HEAD" or status in (101, 204, 304)
-    if no_body or has_length:
-        return out, False
+    if no_body or fields & HAS_LENGTH:
+        return lines, False
     if exchange.head.version == "1.1":
-        out.append((b"Transfer-Encoding", b"chunked"))
-        return out, True
+        return lines + b"Transfer-Encoding: chunked\r\n", True
     exchange.close_after = True
-    return out, False
+    return lines, False

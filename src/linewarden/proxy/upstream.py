@@ -15,7 +15,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from ..http import HOP_BY_HOP
+from ..http import HAS_LENGTH, HAS_TRANSFER_ENCODING, split_head
 from .limits import (
     MAX_RESPONSE_HEAD_BYTES,
     POOL_IDLE_TIMEOUT,
@@ -36,33 +36,14 @@ class UpstreamError(Exception):
 class ResponseSink(Protocol):
     """What an upstream connection reports to the client side, in order."""
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      fields: int) -> None: ...
+    def response_head(self, status: int, head: bytes, lines: bytes, fields: int) -> None:
+        """`head` as received; `lines`: its end-to-end header lines; `fields`: HAS_* bits."""
     def response_body(self, chunk: bytes) -> None: ...
     def response_end(self) -> None: ...
     def flush(self) -> None: ...
     def response_failed(self, status: int, message: str) -> None: ...
     def upstream_writable(self, writable: bool) -> None: ...
     def upgraded(self, rest: bytes) -> None: ...
-
-
-# What a response field means to the proxy, as bit flags gathered while parsing, so the
-# common response (Content-Length, no hop-by-hop fields) needs no second pass over its head.
-HAS_LENGTH, HAS_TRANSFER_ENCODING, HAS_CONNECTION, HAS_HOP_BY_HOP = 1, 2, 4, 8
-_RESPONSE_FIELD = {b"content-length": HAS_LENGTH, b"transfer-encoding": HAS_TRANSFER_ENCODING,
-                   b"connection": HAS_CONNECTION}
-_FIELD_MEMO: dict[bytes, int] = {}
-_FIELD_MEMO_MAX = 4096
-
-
-def response_field(name: bytes) -> int:
-    kind = _FIELD_MEMO.get(name)
-    if kind is None:
-        lname = name.lower()
-        kind = _RESPONSE_FIELD.get(lname, HAS_HOP_BY_HOP if lname in HOP_BY_HOP else 0)
-        if len(_FIELD_MEMO) < _FIELD_MEMO_MAX:
-            _FIELD_MEMO[name] = kind
-    return kind
 
 
 def resolve_static(resolve: Mapping[str, str], host: str, port: int) -> Address | None:
@@ -94,9 +75,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.held = False
         self.closed = False
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._raw = b""  # the bytes read while a response head is incomplete
+        self._head_at = 0  # where the current head starts in _raw (after a 1xx head)
         self._in_head = True
         self._final = False
         self._close_delimited = False
@@ -171,7 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.quiet_since = self.pool.loop.time()
 
     def _reset_response(self) -> None:
-        self._reason, self._headers, self._head_bytes, self._fields = b"", [], 0, 0
+        self._raw, self._head_at = b"", 0
         self._in_head, self._final, self._close_delimited = True, False, False
 
     # ------------------------------------------------------------ parser callbacks
@@ -182,42 +162,42 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes, self.quiet_since = True, self.pool.loop.time()
         sink = self.sink
+        if self._in_head:
+            self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.sink = None
             sink.upgraded(data[upgrade.args[0]:])
-        except httptools.HttpParserError:
-            self._fail(502, "upstream sent a malformed response")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            self._fail(*((cause.status, str(cause)) if isinstance(cause, UpstreamError)
+                         else (502, "upstream sent a malformed response")))
         else:
+            if self._in_head and len(self._raw) - self._head_at > MAX_RESPONSE_HEAD_BYTES:
+                self._fail(502, "upstream response head too large")
+                return
             sink.flush()
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # trailers are dropped: they would arrive after we chose the framing
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
-            raise UpstreamError(502, "upstream response head too large")
-        self._headers.append((name, value))
-        self._fields |= response_field(name)
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        # The head is relayed as received (minus hop-by-hop lines): no callback per field.
+        start = self._head_at
+        end = self._raw.index(b"\r\n\r\n", start) + 4  # llhttp (strict) saw exactly this
+        if end - start > MAX_RESPONSE_HEAD_BYTES:
+            raise UpstreamError(502, "upstream response head too large")
+        head = self._raw[start:end]
+        fields, lines = split_head(head)
         status = self.parser.get_status_code()
         if status < 200 and status != 101:
             if self.sink:
-                self.sink.response_head(status, self._reason, self._headers, self._fields)
-            self._reset_response()
+                self.sink.response_head(status, head, lines, fields)
+            self._head_at = end  # the final head may follow in the same read
             return
-        self._final = True
+        self._raw, self._in_head, self._final = b"", False, True
         no_body = self.head_request or status in (204, 304) or status == 101
-        self._close_delimited = not no_body and not (
-            self._fields & (HAS_LENGTH | HAS_TRANSFER_ENCODING))
+        self._close_delimited = not no_body and not fields & (HAS_LENGTH | HAS_TRANSFER_ENCODING)
         if self.sink:
-            self.sink.response_head(status, self._reason, self._headers, self._fields)
+            self.sink.response_head(status, head, lines, fields)
         if self.head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for a body that
             # never comes: finish here and give the next response a fresh parser.

@@ -1,0 +1,179 @@
+"""The data plane's own CPU per request, without sockets: `linewarden serve`'s objects (Service
+from a config like bench/peers/ uses, the real ledger writer on SQLite) driven in-process
+with fake transports, so what is measured is our Python, not the kernel or wrk.
+
+    .venv/bin/python bench/hotpath.py [--requests N] [--profile other|partner]
+
+Prints CPU µs per request for the partner path (identity added, ledger row committed) and the
+non-partner path (stripped), and a cProfile summary with --profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from linewarden.config import load_config
+from linewarden.proxy.server import ClientConnection
+from linewarden.proxy.upstream import UpstreamConnection
+from linewarden.serve import Service
+
+ORIGIN_PORT = 9
+CONFIG = """
+state_dir = "{dir}/state"
+[proxy]
+listen = "127.0.0.1:0"
+instance_id = "hotpath"
+[proxy.resolve]
+"partner.test" = "127.0.0.1:{port}"
+"other.test" = "127.0.0.1:{port}"
+[identity]
+operator = "234-10"
+pseudonym_secret = "bench-only-secret"
+[[bindings]]
+ip = "127.0.0.1"
+msisdn = "+447400900123"
+[ledger]
+url = "sqlite:///{dir}/ledger.db"
+[web]
+listen = "127.0.0.1:0"
+[[partners]]
+id = "bench-partner"
+purpose = "billing"
+hosts = ["partner.test"]
+allow_raw_msisdn = true
+[partners.headers]
+X-Up-Calling-Line-Id = "msisdn"
+"""
+
+# What wrk sends in bench/proxy.py, and what nginx answers there.
+REQUEST = ("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wrk-linewarden-bench/1\r\n"
+           "Accept: text/html,application/json;q=0.9,*/*;q=0.8\r\n\r\n")
+BODY = b"x" * 600
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 10:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 600\r\nConnection: keep-alive\r\n\r\n"
+            + BODY)
+
+
+class NullRecorder:
+    """--ledger none: every record 'commits' at once, to separate the ledger's cost."""
+
+    async def record(self, rec: Any) -> bool:
+        return True
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeTransport:
+    def __init__(self, peer: Any = None) -> None:
+        self.peer, self.written, self.closing = peer, 0, False
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        return self.peer if key == "peername" else default
+
+    def set_write_buffer_limits(self, *args: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def drive(service: Service, host: str, n: int, conns: int) -> tuple[float, int]:
+    """n requests over `conns` keep-alive client connections, each with its own upstream
+    (as wrk -c50 does); (CPU seconds, bytes to the clients)."""
+    gateway = service.gateway
+    pairs = []
+    for i in range(conns):
+        upstream = UpstreamConnection(gateway.pool, ("127.0.0.1", ORIGIN_PORT))
+        upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+        gateway.pool.release(upstream)
+        client = ClientConnection(gateway)
+        client.connection_made(FakeTransport(("127.0.0.1", 40000 + i)))  # type: ignore[arg-type]
+        pairs.append(client)
+    request = REQUEST.format(host=host).encode()
+    started = time.process_time()
+    for _ in range(n // conns):
+        for client in pairs:
+            client.data_received(request)
+        # The partner path: tasks wait for the ledger's group commit.
+        while any(c.active is not None and c.active.upstream is None for c in pairs):
+            await asyncio.sleep(0.0002)  # not a spin: the CPU is the commit thread's
+        for client in pairs:
+            assert client.active is not None and client.active.upstream is not None
+            client.active.upstream.data_received(RESPONSE)
+    cpu = time.process_time() - started
+    assert all(c.active is None and not c.closed for c in pairs), "an exchange did not finish"
+    return cpu, sum(c.transport.written for c in pairs)  # type: ignore[union-attr]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "linewarden.toml"
+        path.write_text(CONFIG.format(dir=tmp, port=ORIGIN_PORT))
+        recorder = NullRecorder() if args.ledger == "none" else None
+        service = Service(load_config(str(path)), recorder)
+        gateway = service.gateway
+        await service.store.start()
+        for binding in service.config.bindings():
+            await service.store.write(binding)
+        await service.recorder.start()  # type: ignore[attr-defined]
+        await gateway.start("127.0.0.1", 0)
+        try:
+            for host in ("partner.test", "other.test"):
+                # warm-up: memos, the ledger file, the pool
+                await drive(service, host, 2000, args.connections)
+            results = {}
+            for host, name in (("partner.test", "partner"), ("other.test", "other")):
+                if args.profile == name:
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                cpu, written = await drive(service, host, args.requests, args.connections)
+                if args.profile == name:
+                    profiler.disable()
+                    stats = pstats.Stats(profiler, stream=sys.stdout)
+                    stats.sort_stats("tottime").print_stats(25)
+                results[name] = cpu
+                per_response = written / args.requests
+                print(f"{name:8s} {cpu / args.requests * 1e6:7.2f} µs CPU/request "
+                      f"({args.requests} requests, {per_response:.0f} bytes per response)")
+            print(f"partner / other CPU: {results['partner'] / results['other']:.2f}")
+        finally:
+            await gateway.close()
+            await service.recorder.close()  # type: ignore[attr-defined]
+            await service.store.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--ledger", choices=["sqlite", "none"], default="sqlite")
+    parser.add_argument("--profile", choices=["partner", "other"])
+    uvloop.run(main(parser.parse_args()))
