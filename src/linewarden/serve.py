@@ -20,7 +20,7 @@ from .keys import watch_keys
 from .leakguard import LeakGuard
 from .ledger import Recorder, ledger_from_config, signer_from_config
 from .ledger.api import audit_routes
-from .ledger.writer import LedgerWriter
+from .ledger.writer import LedgerCollector, LedgerWriter
 from .metrics import Metrics
 from .numberverify import numberverify_routes
 from .proxy.server import Gateway
@@ -60,6 +60,8 @@ class Service:
         # The disclosure ledger: the proxy adds identity only once its row is committed.
         self._owns_recorder = recorder is None
         self.recorder: Recorder = recorder or ledger_from_config(config)
+        if isinstance(self.recorder, LedgerWriter):
+            self.metrics.registry.register(LedgerCollector(self.recorder))
         proxy = config.proxy
         # Kill switch state is read here, before the gateway exists (a tripped or unreadable
         # state file holds from the very first request); the canary rounds read live rules.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,6 +199,11 @@ def test_metrics_count_strips_and_disclosures(gateway: Gateway, origin: Origin) 
     assert 'linewarden_stripped_headers_total{reason="identity"}' in metrics
     assert 'linewarden_disclosures_total{claim="msisdn",partner="billing-partner"}' in metrics
     assert MSISDN_1 not in metrics
+    committed = re.search(r"^linewarden_ledger_rows_committed_total (\S+)$", metrics, re.M)
+    commits = re.search(r"^linewarden_ledger_commits_total (\S+)$", metrics, re.M)
+    assert committed and commits and float(committed[1]) >= float(commits[1]) >= 1
+    assert "linewarden_ledger_healthy 1.0" in metrics
+    assert 'linewarden_ledger_records_refused_total{reason="queue_full"} 0.0' in metrics
 
 
 # ---------------------------------------------------------------- serve refuses bad configs

@@ -23,9 +23,12 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .migrations import SchemaError
 from .store import DEFAULT_CHECKPOINTS, CheckpointPolicy, Store
@@ -75,6 +78,35 @@ class LedgerCounters:
     def withheld(self) -> int:
         return (self.refused_full + self.refused_unavailable + self.timed_out + self.failed
                 + self.invalid)
+
+
+class LedgerCollector(Collector):
+    """The writer's counters on /metrics, read at scrape time (nothing on the hot path)."""
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.writer.counters
+        yield CounterMetricFamily("linewarden_ledger_rows_committed",
+                                  "Disclosure rows committed to the ledger", value=c.committed)
+        yield CounterMetricFamily("linewarden_ledger_commits",
+                                  "Ledger transactions committed (rows per commit = rows / "
+                                  "commits)", value=c.batches)
+        refused = CounterMetricFamily("linewarden_ledger_records_refused",
+                                      "Records not committed (identity withheld), by reason",
+                                      labels=["reason"])
+        for reason, value in (("queue_full", c.refused_full),
+                              ("unavailable", c.refused_unavailable),
+                              ("timed_out", c.timed_out), ("failed", c.failed),
+                              ("invalid", c.invalid)):
+            refused.add_metric([reason], value)
+        yield refused
+        yield GaugeMetricFamily("linewarden_ledger_queue_depth",
+                                "Records waiting for a commit", value=self.writer.queue_depth)
+        yield GaugeMetricFamily("linewarden_ledger_healthy",
+                                "1 while the ledger backend accepts commits",
+                                value=1 if self.writer.healthy else 0)
 
 
 @dataclass(slots=True)
