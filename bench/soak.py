@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class Window:
     latencies: list[float] = field(default_factory=list)
     requests: int = 0
     errors: int = 0
+    withheld: int = 0  # partner answers without identity: fail-closed, if the gateway counted it
     breaks: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)  # the first few error texts
 
@@ -87,9 +89,12 @@ class Stats:
         self.total = Window()
 
     def add(self, latency: float | None, error: str = "", broke: str = "") -> None:
+        withheld = broke == WITHHELD
+        broke = "" if withheld else broke
         with self.lock:
             for w in (self.window, self.total):
                 w.requests += 1
+                w.withheld += withheld
                 if latency is not None:
                     w.latencies.append(latency)
                 if error:
@@ -106,13 +111,28 @@ class Stats:
             return w
 
 
+def withheld_counted(gw: Gateway) -> int:
+    """linewarden_withheld_disclosures_total over every reason, from /metrics."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{gw.web}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return int(sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                   if line.startswith("linewarden_withheld_disclosures_total")))
+
+
 # ---------------------------------------------------------------- the traffic
 
+WITHHELD = "withheld"  # not a break by itself: invariant 4 says withhold when unsure
+
+
 def _check_partner(body: bytes) -> str:
-    if body.count(f"X-Up-Calling-Line-Id: {MSISDN_1}".encode()) != 1:
-        return "partner did not get the bound number exactly once"
     if FORGED.encode() in body:
         return "forged number reached the partner"
+    copies = body.count(f"X-Up-Calling-Line-Id: {MSISDN_1}".encode())
+    if copies == 0 and b"X-Up-Calling-Line-Id" not in body:
+        return WITHHELD
+    if copies != 1:
+        return "partner did not get the bound number exactly once"
     return ""
 
 
@@ -158,7 +178,7 @@ class Client:
                f"X-MSISDN: {FORGED}\r\n\r\n".encode())
         r = c.response()
         broke = _check_partner(r.body)
-        if broke:  # the evidence: what the origin saw, as it echoed it
+        if broke and broke != WITHHELD:  # the evidence: what the origin saw, as it echoed it
             broke += f" (status {r.status}, origin saw {r.body[:160]!r})"
         return ("" if r.status == 200 else f"partner {r.status}"), broke
 
@@ -317,6 +337,7 @@ address = "127.0.0.1"
               f"reporting every {interval:g} s", flush=True)
 
         stats, stop = Stats(), threading.Event()
+        counted_before = withheld_counted(gw)
         counts: dict[str, int] = {"ok": 0, "unanswered": 0, "reloads": 0}
         threads = run_clients(gw, stats, stop, rate)
         threads += [threading.Thread(target=slow_client, args=(gw, stats, stop), daemon=True),
@@ -353,6 +374,7 @@ address = "127.0.0.1"
             t.join(15)
         alive = gw.alive()
         total = stats.total
+        counted = withheld_counted(gw) - counted_before if alive else 0
         log = gw.log()
     finally:
         gw.stop()
@@ -369,6 +391,11 @@ address = "127.0.0.1"
             verdicts.append(f"RSS grew {growth:.1%} after warm-up ({base} -> {peak} KiB)")
     else:
         growth = 0.0
+    if total.withheld > counted:
+        # Withholding is only fail-closed if the gateway knew it withheld: an uncounted
+        # missing identity means a path that loses it silently.
+        total.breaks.append(f"{total.withheld - counted} partner answers without identity, "
+                            f"but the gateway counted only {counted} withheld")
     if total.breaks:
         verdicts.append(f"{len(total.breaks)} invariant breaks: {total.breaks[:3]}")
     error_rate = total.errors / max(1, total.requests)
@@ -381,13 +408,15 @@ address = "127.0.0.1"
     out.update({"capacity_rps": round(capacity), "rate_rps": round(rate), "rows": rows,
                 "requests": total.requests, "errors": total.errors,
                 "breaks": len(total.breaks), "break_samples": total.breaks[:5],
+                "withheld_seen": total.withheld, "withheld_counted": counted,
                 "rss_growth": round(growth, 4),
                 "p50_ms": pct(total.latencies, 0.5), "p99_ms": pct(total.latencies, 0.99),
                 "radius": counts, "verdicts": verdicts,
                 "latency_mean_ms": statistics.fmean(total.latencies) * 1000
                 if total.latencies else None})
     print(f"soak: {total.requests} requests, {total.errors} errors, {len(total.breaks)} "
-          f"invariant breaks, RSS growth after warm-up {growth:.1%}, "
+          f"invariant breaks, {total.withheld} partner answers withheld (gateway counted "
+          f"{counted}), RSS growth after warm-up {growth:.1%}, "
           f"{counts['reloads']} reloads, RADIUS {counts['ok']} answered / "
           f"{counts['unanswered']} unanswered")
     print("soak: PASS" if not verdicts else "soak: FAIL: " + "; ".join(verdicts), flush=True)
