@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) debs
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/radius.py
