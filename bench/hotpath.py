@@ -1,5 +1,5 @@
 """The data plane's own CPU per request, without sockets: `linewarden serve`'s objects (Service
-from a config like bench/peers/ uses, the real ledger writer on SQLite) driven in-process
+from bench/proxy.py's config, the real ledger writer on SQLite) driven in-process
 with fake transports, so what is measured is our Python, not the kernel or wrk.
 
     .venv/bin/python bench/hotpath.py [--requests N] [--profile other|partner]
@@ -29,34 +29,10 @@ from linewarden.config import load_config
 from linewarden.proxy.server import ClientConnection
 from linewarden.proxy.upstream import UpstreamConnection
 from linewarden.serve import Service
+from proxy import gateway_conf  # bench/proxy.py: the same gateway, the same partner
 
 ORIGIN_PORT = 9
-CONFIG = """
-state_dir = "{dir}/state"
-[proxy]
-listen = "127.0.0.1:0"
-instance_id = "hotpath"
-[proxy.resolve]
-"partner.test" = "127.0.0.1:{port}"
-"other.test" = "127.0.0.1:{port}"
-[identity]
-operator = "234-10"
-pseudonym_secret = "bench-only-secret"
-[[bindings]]
-ip = "127.0.0.1"
-msisdn = "+447400900123"
-[ledger]
-url = "sqlite:///{dir}/ledger.db"
-[web]
-listen = "127.0.0.1:0"
-[[partners]]
-id = "bench-partner"
-purpose = "billing"
-hosts = ["partner.test"]
-allow_raw_msisdn = true
-[partners.headers]
-X-Up-Calling-Line-Id = "msisdn"
-"""
+
 
 # What wrk sends in bench/proxy.py, and what nginx answers there.
 REQUEST = ("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wrk-linewarden-bench/1\r\n"
@@ -122,7 +98,7 @@ async def drive(service: Service, host: str, n: int, conns: int) -> tuple[float,
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "linewarden.toml"
-        path.write_text(CONFIG.format(dir=tmp, port=ORIGIN_PORT))
+        path.write_text(gateway_conf(Path(tmp), 0, 0, f"127.0.0.1:{ORIGIN_PORT}"))
         recorder = NullRecorder() if args.ledger == "none" else None
         service = Service(load_config(str(path)), recorder)
         gateway = service.gateway
