@@ -67,6 +67,19 @@ def test_start_interim_stop_drive_the_partner_header(gateway: GatewayProcess) ->
     assert "x-up-calling-line-id" not in gateway.curl(ip, "elsewhere.test")
 
 
+def test_an_interim_after_its_stop_binds_nothing(gateway: GatewayProcess) -> None:
+    # UDP reorders and NAS retransmit: the session's Interim can arrive after its Stop, by
+    # which time the address may be another subscriber's. It must not bring A back.
+    ip = "127.0.0.13"
+    assert gateway.accounting("Start", ip, session="late-1")
+    assert gateway.accounting("Stop", ip, session="late-1")
+    assert gateway.accounting("Interim-Update", ip, session="late-1")  # answered, ignored
+    assert gateway.identity(ip) is None
+    assert gateway.accounting("Start", ip, msisdn="447400900789", session="late-2")
+    assert gateway.identity(ip) == "447400900789"
+    assert gateway.accounting("Stop", ip, session="late-2")
+
+
 def test_a_new_start_replaces_the_previous_subscriber(gateway: GatewayProcess) -> None:
     ip = "127.0.0.12"
     assert gateway.accounting("Start", ip, msisdn=MSISDN_A, session="a")

@@ -104,6 +104,33 @@ def test_stop_deletes_only_its_own_session(factory: Factory) -> None:
     run(factory, body)
 
 
+def test_a_late_interim_never_brings_back_a_stopped_session(factory: Factory) -> None:
+    async def body(store: BindingStore) -> None:
+        await store.write(session("10.1.0.1", sid="a"))
+        assert await store.stop("10.1.0.1", "a", "10.0.0.1", until=time.time() + 60)
+        assert await fresh(store, "10.1.0.1") is None
+        # The Interim of the ended session, late or retransmitted: acknowledged, no binding
+        # (the address may already be another subscriber's, who would get A's number).
+        assert await store.refresh(session("10.1.0.1", sid="a"))
+        assert await fresh(store, "10.1.0.1") is None
+        # The same session id from another NAS is another session; a new session is new.
+        assert await store.refresh(session("10.1.0.1", sid="a", source="10.0.0.2"))
+        assert await fresh(store, "10.1.0.1") is not None
+        await store.remove("10.1.0.1")
+        assert await store.refresh(session("10.1.0.1", MSISDN_B, sid="b"))
+        got = await fresh(store, "10.1.0.1")
+        assert got is not None and got.msisdn == MSISDN_B
+        # A Stop for a session the address no longer has still ends that session.
+        assert not await store.stop("10.1.0.1", "old", "10.0.0.1", until=time.time() + 60)
+        assert await fresh(store, "10.1.0.1") is not None
+        # Remembered only until `until`: after it an Interim creates again (TTL semantics).
+        assert await store.stop("10.1.0.1", "b", "10.0.0.1", until=time.time() + 0.2)
+        await asyncio.sleep(0.3)
+        assert await store.refresh(session("10.1.0.1", sid="b"))
+        assert await fresh(store, "10.1.0.1") is not None
+    run(factory, body)
+
+
 def test_interim_refreshes_creates_and_fails_closed_on_conflict(factory: Factory) -> None:
     async def body(store: BindingStore) -> None:
         assert await store.refresh(session("10.1.0.1", sid="a", life=10))  # creates
@@ -254,3 +281,18 @@ def test_redis_recovers_on_its_own(tmp_path_factory: pytest.TempPathFactory) -> 
         asyncio.run(main())
     finally:
         server.stop()
+
+
+def test_memory_store_remembers_a_bounded_number_of_ended_sessions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MemoryStore, "_ENDED_MAX", 10)
+
+    async def body(store: BindingStore) -> None:
+        assert isinstance(store, MemoryStore)
+        for n in range(25):
+            await store.stop("10.5.0.1", f"s{n}", "10.0.0.1", until=time.time() + 60)
+            assert len(store._ended) <= 10
+        # the newest are the ones kept: a late Interim is seconds late, not hours
+        assert await store.refresh(session("10.5.0.1", sid="s24"))
+        assert await fresh(store, "10.5.0.1") is None
+    run(MemoryStore, body)

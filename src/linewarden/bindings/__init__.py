@@ -58,8 +58,15 @@ class BindingStore(Protocol):
 
     async def refresh(self, binding: Binding) -> bool:
         """Interim-Update: refresh the same session, or create it if the address has no
-        binding. Another session on the address is a conflict: the binding is removed
-        (fail closed) and False returned."""
+        binding — unless that session has ended (`stop`): a late or retransmitted Interim
+        must not bring back a binding whose address may already be someone else's. Another
+        session on the address is a conflict: the binding is removed (fail closed) and False
+        returned."""
+        ...
+
+    async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:
+        """Accounting Stop: delete the binding if it is still this session, and remember
+        until `until` (epoch seconds) that the session from `source` has ended."""
         ...
 
     async def remove(self, ip: str, session_id: str | None = None) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import socket
 import struct
+import time
 from itertools import islice
 from types import MappingProxyType
 
@@ -82,9 +83,14 @@ class MemoryStore:
     # still holds the very same record object, so a write or delete invalidates it for free.
     _DECODED_MAX = 65536
 
+    # Ended sessions remembered (Stop, until the binding would have expired): beyond this
+    # many, the oldest are forgotten first (a late Interim is seconds late, not hours).
+    _ENDED_MAX = 100_000
+
     def __init__(self) -> None:
         self._by_ip: dict[bytes, bytes] = {}
         self._decoded: dict[bytes, tuple[bytes, Binding]] = {}
+        self._ended: dict[tuple[str, str], float] = {}  # (source, session) -> until
 
     # ---- synchronous: the data plane's hot path and start-up loading
 
@@ -139,8 +145,24 @@ class MemoryStore:
         if current is not None and current.session_id != binding.session_id:
             self.delete(binding.ip)
             return False
+        if current is None and self._has_ended(binding.source, binding.session_id):
+            return True  # the session is over: its late Interim changes nothing
         self.put(binding)
         return True
+
+    async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:
+        if len(self._ended) >= self._ENDED_MAX:
+            now = time.time()
+            self._ended = {k: t for k, t in self._ended.items() if t > now}
+            for key in list(islice(self._ended, len(self._ended) - self._ENDED_MAX // 2)):
+                del self._ended[key]
+        self._ended.pop((source, session_id), None)  # re-insert: newest last
+        self._ended[(source, session_id)] = until
+        return self.delete(ip, session_id)
+
+    def _has_ended(self, source: str, session_id: str) -> bool:
+        until = self._ended.get((source, session_id))
+        return until is not None and until > time.time()
 
     async def remove(self, ip: str, session_id: str | None = None) -> bool:
         return self.delete(ip, session_id)

@@ -191,6 +191,9 @@ class ProfiledStore:
     async def remove(self, ip: str, session_id: str | None = None) -> bool:
         return await self.inner.remove(ip, session_id)
 
+    async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:
+        return await self.inner.stop(ip, session_id, source, until)
+
     async def drop_source(self, source: str) -> int:
         return await self.inner.drop_source(source)
 

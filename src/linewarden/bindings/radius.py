@@ -376,7 +376,8 @@ class RadiusListener(asyncio.DatagramProtocol):
                 log.warning("interim for another session than the bound one on an address "
                             "from %s: binding removed (fail closed)", event.source)
         elif status == "stop":
-            await store.remove(event.ip, event.session_id)
+            await store.stop(event.ip, event.session_id, event.source,
+                             until=self.clock() + self.settings.ttl)
         else:
             dropped = await store.drop_source(event.source)
             log.info("%s from %s: %d bindings dropped", status, event.source, dropped)

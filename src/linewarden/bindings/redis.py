@@ -69,6 +69,10 @@ local key, index = KEYS[1], KEYS[2]
 local mode, ip, session, source, prefix = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[10]
 local old = redis.call('HMGET', key, 's', 'n')
 local changed = 1
+if mode == 'refresh' and not old[1] and
+    redis.call('EXISTS', prefix .. 'ended:' .. source .. '|' .. session) == 1 then
+  return 1  -- the session is over: its late Interim changes nothing
+end
 if old[1] then
   if mode == 'refresh' and old[1] ~= session then
     redis.call('DEL', key)
@@ -99,6 +103,12 @@ redis.call('ZREM', ARGV[3] .. 'nas:' .. old[2], ARGV[1])
 redis.call('PUBLISH', ARGV[3] .. 'changed', ARGV[1])
 return 1
 """
+
+# KEYS: binding, ended-session marker. ARGV: ip, session, prefix, marker ttl ms. Stop:
+# remember the session ended (a late Interim must not recreate it), then _REMOVE.
+_STOP = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+""" + _REMOVE
 
 # KEYS: index of the source. ARGV: source, prefix. A binding another NAS has since
 # replaced is left alone (its source differs).
@@ -154,6 +164,7 @@ class RedisStore:
             decode_responses=True)
         self._write = self._writer.register_script(_WRITE)
         self._remove = self._writer.register_script(_REMOVE)
+        self._stop = self._writer.register_script(_STOP)
         self._drop = self._writer.register_script(_DROP_SOURCE)
         self._count_script = self._client.register_script(_COUNT)
         self._cache: dict[str, tuple[float, Binding | None]] = {}
@@ -248,6 +259,14 @@ class RedisStore:
         canonical = _require_ip(ip)
         done = await self._run(self._remove, [self._key(canonical)],
                                [canonical, session_id or "", self.prefix])
+        return bool(done)
+
+    async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:
+        canonical = _require_ip(ip)
+        ttl_ms = max(1, math.ceil((until - time.time()) * 1000))
+        done = await self._run(
+            self._stop, [self._key(canonical), f"{self.prefix}ended:{source}|{session_id}"],
+            [canonical, session_id, self.prefix, ttl_ms])
         return bool(done)
 
     async def drop_source(self, source: str) -> int:
