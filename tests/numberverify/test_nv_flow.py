@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -88,9 +90,10 @@ def flow(world: dict[str, Any], address: str, phone: str, **params: str) -> http
 
 
 def authorize(op: Operator, address: str, redirect: str, *, client_id: str = "shop-client",
-              scope: str = VERIFY, prompt: str | None = "none") -> httpx.Response:
+              scope: str = VERIFY, prompt: str | None = "none",
+              **extra: str) -> httpx.Response:
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect,
-              "scope": scope, "state": "st-1"}
+              "scope": scope, "state": "st-1", **extra}
     if prompt is not None:
         params["prompt"] = prompt
     with httpx.Client(transport=httpx.HTTPTransport(local_address=address),
@@ -103,10 +106,11 @@ def query_of(response: httpx.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
 
 
-def exchange(op: Operator, code: str, redirect: str, client: tuple[str, str]) -> httpx.Response:
+def exchange(op: Operator, code: str, redirect: str, client: tuple[str, str],
+             **extra: str) -> httpx.Response:
     return httpx.post(op.url + "/oauth/token", auth=client, trust_env=False,
                       data={"grant_type": "authorization_code", "code": code,
-                            "redirect_uri": redirect})
+                            "redirect_uri": redirect, **extra})
 
 
 def access_token(world: dict[str, Any], address: str = "127.0.0.2", *,
@@ -218,6 +222,40 @@ def test_expired_or_reused_code_refused(world: dict[str, Any]) -> None:
     assert exchange(op, code, shop.redirect_uri, ("shop-client", SHOP_SECRET)).is_success
     again = exchange(op, code, shop.redirect_uri, ("shop-client", SHOP_SECRET))
     assert again.json()["error"] == "invalid_grant"
+
+
+def test_pkce_s256_binds_the_code_to_its_verifier(world: dict[str, Any]) -> None:
+    op, shop = world["op"], world["shop"]
+    client = ("shop-client", SHOP_SECRET)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    pkce = {"code_challenge": challenge, "code_challenge_method": "S256"}
+
+    def code() -> str:
+        return query_of(authorize(op, "127.0.0.2", shop.redirect_uri, **pkce))["code"]
+
+    missing = exchange(op, code(), shop.redirect_uri, client)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    wrong = exchange(op, code(), shop.redirect_uri, client,
+                     code_verifier=secrets.token_urlsafe(48))
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    right = exchange(op, code(), shop.redirect_uri, client, code_verifier=verifier)
+    assert right.status_code == 200, right.text
+    # A verifier for a code issued without a challenge is refused (RFC 9700 §4.8.2).
+    plain_code = query_of(authorize(op, "127.0.0.2", shop.redirect_uri))["code"]
+    extra = exchange(op, plain_code, shop.redirect_uri, client, code_verifier=verifier)
+    assert extra.status_code == 400 and extra.json()["error"] == "invalid_request"
+
+
+def test_pkce_plain_method_is_refused(world: dict[str, Any]) -> None:
+    op, shop = world["op"], world["shop"]
+    for method in ("plain", ""):
+        params = {"code_challenge": "a" * 43}
+        if method:
+            params["code_challenge_method"] = method
+        answer = query_of(authorize(op, "127.0.0.2", shop.redirect_uri, **params))
+        assert answer.get("error") == "invalid_request" and "code" not in answer
 
 
 def test_code_is_bound_to_its_client(world: dict[str, Any]) -> None:

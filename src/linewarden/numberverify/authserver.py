@@ -23,12 +23,14 @@ from typing import Any
 from authlib.oauth2 import AuthorizationServer  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
     ClientMixin,
+    InvalidRequestError,
     OAuth2Error,
     OAuth2Payload,
     OAuth2Request,
 )
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion  # type: ignore[import-untyped]
+from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -152,6 +154,8 @@ class _AuthCode:
 
     def __init__(self, grant: Grant, requested_redirect: str | None) -> None:
         self.grant, self._redirect = grant, requested_redirect
+        self.code_challenge = grant.code_challenge or None
+        self.code_challenge_method = "S256" if grant.code_challenge else None
 
     def get_redirect_uri(self) -> str | None:
         return self._redirect
@@ -169,7 +173,8 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         user: Subscriber = request.user
         redirect = request.payload.redirect_uri or client.get_default_redirect_uri() or ""
         grant = Grant(client.client_id, client.partner.id, user.msisdn, request.scope,
-                      redirect, 0.0, redirect_given=bool(request.payload.redirect_uri))
+                      redirect, 0.0, redirect_given=bool(request.payload.redirect_uri),
+                      code_challenge=request.payload.data.get("code_challenge", ""))
         if server.grants.issue_code(grant, code) is None:
             raise Unavailable(redirect_uri=redirect)
 
@@ -190,6 +195,20 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
 
     def authenticate_user(self, authorization_code: _AuthCode) -> Grant:
         return authorization_code.grant
+
+
+class _S256Only(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only: "plain" shows the verifier to whoever sees the authorization
+    request, so it protects nothing (RFC 9700 §2.1.1). A code issued with a challenge is
+    redeemed only with its verifier; a verifier for a code issued without one is refused."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 (authlib's)
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
 
 
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -257,7 +276,8 @@ class NetworkAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         super().__init__(scopes_supported=[OPENID, *OAUTH_SCOPES])
         self.policy, self.grants, self.now = policy, grants, now
         self.token_audiences: list[str] = []  # set per token request (see token())
-        self.register_grant(_CodeGrant)
+        # Partners authenticate (secret or key), so PKCE is optional, and enforced once used.
+        self.register_grant(_CodeGrant, [_S256Only(required=False)])
         self.register_token_generator("default", self._generate_token)
         self.register_client_auth_method(KEY_METHOD,
                                          _PrivateKeyJWT(lambda: self.token_audiences))

@@ -43,6 +43,7 @@ class Grant:
     redirect_uri: str
     expires_at: float
     redirect_given: bool = False  # the authorize request named it: the token request must too
+    code_challenge: str = ""  # PKCE (RFC 7636, S256 only): the token request must prove it
 
     @property
     def scopes(self) -> frozenset[str]:
