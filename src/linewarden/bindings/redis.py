@@ -7,6 +7,9 @@ Layout (standalone Redis or Sentinel; the scripts touch keys they compute, so no
     {prefix}nas:{source}  sorted set ip -> expires_at (+inf for static/admin): what an
                           Accounting-On/Off of that NAS must drop
     {prefix}sources       set of sources with an index
+    {prefix}ended:{source}|{session}
+                          "1" for one TTL after that session's Stop: its late Interim
+                          must not recreate the binding
     {prefix}changed       pub/sub channel: an address (or "*") whose binding changed
 
 Every write is one Lua script, so a Stop's compare-and-delete and a Start's replace are
