@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis_server import RedisServer, free_port
@@ -296,3 +297,27 @@ def test_memory_store_remembers_a_bounded_number_of_ended_sessions(
         assert await store.refresh(session("10.5.0.1", sid="s24"))
         assert await fresh(store, "10.5.0.1") is None
     run(MemoryStore, body)
+
+
+def test_concurrent_redis_writes_share_round_trips_and_all_land(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    round_trips = []
+    original = RedisStore._pipeline
+
+    async def counted(self: RedisStore, batch: list[Any]) -> list[Any]:
+        round_trips.append(len(batch))
+        return await original(self, batch)
+
+    monkeypatch.setattr(RedisStore, "_pipeline", counted)
+
+    async def body(store: BindingStore) -> None:
+        ips = [f"10.6.{n // 250}.{n % 250}" for n in range(600)]
+        await asyncio.gather(*(store.write(session(ip, sid=ip)) for ip in ips))
+        assert sum(round_trips) == 600 and len(round_trips) < 600 / 10
+        assert max(round_trips) <= 256
+        assert all([(await fresh(store, ip)) is not None for ip in ips])
+        # compare-and-delete still compares, batched or not
+        done = await asyncio.gather(*(store.remove(ip, "wrong") for ip in ips[:50]),
+                                    *(store.remove(ip, ip) for ip in ips[50:100]))
+        assert done == [False] * 50 + [True] * 50
+    run(lambda: RedisStore(redis_server.url, prefix=f"t{next(_prefixes)}:"), body)

@@ -63,6 +63,8 @@ COUNT_REFRESH = 5.0
 # Pub/sub reconnect backoff while Redis is away.
 RECONNECT_DELAY = 0.5
 INVALIDATE_ALL = "*"
+# Script calls per pipeline: bounds one round trip's size (and its reply's wait).
+PIPELINE_MAX = 256
 _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 # KEYS: binding, index of its source. ARGV: mode (write|refresh), ip, msisdn, session,
@@ -168,6 +170,9 @@ class RedisStore:
         self._write = self._writer.register_script(_WRITE)
         self._remove = self._writer.register_script(_REMOVE)
         self._stop = self._writer.register_script(_STOP)
+        self._batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
         self._drop = self._writer.register_script(_DROP_SOURCE)
         self._count_script = self._client.register_script(_COUNT)
         self._cache: dict[str, tuple[float, Binding | None]] = {}
@@ -291,14 +296,49 @@ class RedisStore:
                   self.prefix, repr(now)])
         return bool(done)
 
-    @staticmethod
-    async def _run(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Every script is idempotent (replace, compare-and-refresh, compare-and-delete),
-        so one retry on a connection Redis closed (e.g. after a restart) is safe."""
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """One script call. The calls made while a pipeline is in flight go together in the
+        next one: under an accounting burst one round trip carries many writes, and
+        redis-py's per-command overhead (most of a write's CPU) is paid once per batch."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((script, keys, args, future))
+        if not self._flushing:
+            self._flushing = True  # the loop holds tasks weakly: keep ours until it ends
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
         try:
-            return await script(keys=keys, args=args)
-        except RedisConnectionError:
-            return await script(keys=keys, args=args)
+            while self._batch:
+                batch, self._batch = self._batch[:PIPELINE_MAX], self._batch[PIPELINE_MAX:]
+                try:
+                    results = await self._pipeline(batch)
+                except RedisConnectionError:
+                    # Every script is idempotent (replace, compare-and-refresh,
+                    # compare-and-delete): one retry on a connection Redis closed (e.g.
+                    # after a restart) is safe.
+                    try:
+                        results = await self._pipeline(batch)
+                    except BaseException as exc:
+                        results = [exc] * len(batch)
+                except BaseException as exc:
+                    results = [exc] * len(batch)
+                for (*_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flushing = False
+
+    async def _pipeline(self, batch: list[tuple[AsyncScript, list[str], list[Any],
+                                                 asyncio.Future[Any]]]) -> list[Any]:
+        async with self._writer.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                await script(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute(raise_on_error=False))
 
     # ---- cache invalidation and housekeeping
 
