@@ -122,3 +122,16 @@ def test_every_end_to_end_field_arrives_in_order_and_nothing_hop_by_hop(
                 if n.lower().encode() not in HOP_BY_HOP and n.lower() not in named]
     assert head_lines(out) == [*expected, b"Content-Length: 2"]
     assert out.endswith(b"\r\n\r\nok")
+
+
+def test_ambiguous_framing_from_the_origin_is_502_never_relayed() -> None:
+    # Relaying these heads verbatim would hand the client two framings of one body.
+    for response in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"):
+        out, closed = relay(response)
+        assert out.startswith(b"HTTP/1.1 502 ") and closed, response
+        assert b"hello" not in out
