@@ -296,6 +296,13 @@ def test_memory_store_remembers_a_bounded_number_of_ended_sessions(
         # the newest are the ones kept: a late Interim is seconds late, not hours
         assert await store.refresh(session("10.5.0.1", sid="s24"))
         assert await fresh(store, "10.5.0.1") is None
+        # when most have expired, the expired go first and nothing else needs to
+        for n in range(9):
+            await store.stop("10.5.0.2", f"old{n}", "10.0.0.1", until=time.time() + 0.05)
+        await asyncio.sleep(0.1)
+        await store.stop("10.5.0.2", "new", "10.0.0.1", until=time.time() + 60)
+        await store.stop("10.5.0.2", "newer", "10.0.0.1", until=time.time() + 60)
+        assert set(store._ended) >= {("10.0.0.1", "new"), ("10.0.0.1", "newer")}
     run(MemoryStore, body)
 
 

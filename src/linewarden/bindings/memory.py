@@ -154,7 +154,8 @@ class MemoryStore:
         if len(self._ended) >= self._ENDED_MAX:
             now = time.time()
             self._ended = {k: t for k, t in self._ended.items() if t > now}
-            for key in list(islice(self._ended, len(self._ended) - self._ENDED_MAX // 2)):
+            excess = len(self._ended) - self._ENDED_MAX // 2  # amortised: trim to half
+            for key in list(islice(self._ended, max(0, excess))):
                 del self._ended[key]
         self._ended.pop((source, session_id), None)  # re-insert: newest last
         self._ended[(source, session_id)] = until
