@@ -191,7 +191,9 @@ class RedisStore:
         self._tasks.append(loop.create_task(self._count_forever()))
 
     async def close(self) -> None:
-        await tasks.stop(self._tasks)
+        if self._flusher is not None:  # writes already queued get their round trip first
+            await asyncio.wait([self._flusher], timeout=WRITE_TIMEOUT * 2)
+        await tasks.stop([*self._tasks, self._flusher])
         self._tasks.clear()
         await self._client.aclose()
         await self._writer.aclose()
@@ -308,6 +310,7 @@ class RedisStore:
         return await future
 
     async def _flush(self) -> None:
+        batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
         try:
             while self._batch:
                 batch, self._batch = self._batch[:PIPELINE_MAX], self._batch[PIPELINE_MAX:]
@@ -319,9 +322,9 @@ class RedisStore:
                     # after a restart) is safe.
                     try:
                         results = await self._pipeline(batch)
-                    except BaseException as exc:
+                    except Exception as exc:
                         results = [exc] * len(batch)
-                except BaseException as exc:
+                except Exception as exc:
                     results = [exc] * len(batch)
                 for (*_, future), result in zip(batch, results, strict=True):
                     if future.done():
@@ -330,6 +333,11 @@ class RedisStore:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+        except asyncio.CancelledError:
+            for *_, future in [*batch, *self._batch]:
+                future.cancel()
+            self._batch = []
+            raise
         finally:
             self._flushing = False
 
