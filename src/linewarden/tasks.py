@@ -21,7 +21,8 @@ GIVE_UP_AFTER = 5.0  # a task still running then is left behind, with an error l
 async def stop(tasks: Iterable[asyncio.Task[None] | None],
                give_up_after: float = GIVE_UP_AFTER) -> None:
     """Cancel every task and wait until each has ended (or `give_up_after` has passed)."""
-    pending = {task for task in tasks if task is not None and not task.done()}
+    tasks_ = [task for task in tasks if task is not None]
+    pending = {task for task in tasks_ if not task.done()}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_after
     while pending:
@@ -31,4 +32,8 @@ async def stop(tasks: Iterable[asyncio.Task[None] | None],
         if pending and loop.time() >= deadline:
             log.error("background tasks still running after %.1f s of cancelling: %s",
                       give_up_after, ", ".join(sorted(t.get_name() for t in pending)))
-            return
+            break
+    for task in tasks_:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            # Retrieved here, said once: not a "never retrieved" warning at exit.
+            log.error("background task %s had failed: %r", task.get_name(), task.exception())

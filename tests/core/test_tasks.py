@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from linewarden import tasks
 
 
@@ -45,3 +47,17 @@ def test_stop_gives_up_on_a_task_that_never_ends() -> None:
         return still_running
 
     assert asyncio.run(scenario()) is True
+
+
+def test_stop_reports_a_task_that_had_failed(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> None:
+        raise ValueError("lost connection")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(broken(), name="broken-loop")
+        await asyncio.sleep(0)
+        await tasks.stop([task])
+
+    with caplog.at_level("ERROR", logger="linewarden.tasks"):
+        asyncio.run(scenario())
+    assert "broken-loop had failed" in caplog.text and "lost connection" in caplog.text

@@ -39,6 +39,7 @@ from pyrad.packet import (  # type: ignore[import-untyped]
     PacketError,
 )
 
+from .. import tasks
 from . import Binding, BindingStore, is_possible_msisdn
 
 log = logging.getLogger("linewarden.radius")
@@ -297,9 +298,7 @@ class RadiusListener(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await tasks.stop(self._workers)
         self._workers.clear()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -171,7 +171,6 @@ class RedisStore:
         self._remove = self._writer.register_script(_REMOVE)
         self._stop = self._writer.register_script(_STOP)
         self._batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
-        self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
         self._drop = self._writer.register_script(_DROP_SOURCE)
         self._count_script = self._client.register_script(_COUNT)
@@ -304,8 +303,9 @@ class RedisStore:
         redis-py's per-command overhead (most of a write's CPU) is paid once per batch."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._batch.append((script, keys, args, future))
-        if not self._flushing:
-            self._flushing = True  # the loop holds tasks weakly: keep ours until it ends
+        if self._flusher is None or self._flusher.done():
+            # The flush empties the batch and ends without yielding in between, so a call
+            # that finds it running is in its next round. (The loop holds tasks weakly.)
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
@@ -338,8 +338,6 @@ class RedisStore:
                 future.cancel()
             self._batch = []
             raise
-        finally:
-            self._flushing = False
 
     async def _pipeline(self, batch: list[tuple[AsyncScript, list[str], list[Any],
                                                  asyncio.Future[Any]]]) -> list[Any]:

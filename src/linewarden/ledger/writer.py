@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .. import tasks
 from .migrations import SchemaError
 from .store import DEFAULT_CHECKPOINTS, CheckpointPolicy, Store
 
@@ -234,10 +235,7 @@ class LedgerWriter:
         if self._closing or self._queue is None:
             return
         self._closing = True
-        if self._reopen_task is not None:
-            self._reopen_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reopen_task
+        await tasks.stop([self._reopen_task])
         await self._queue.put(_STOP)
         if self._task is not None:
             await self._task
