@@ -8,6 +8,7 @@ process crash; group commit pays that fsync once per batch, not per row.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,21 @@ def sqlite_options(url: str) -> dict[str, Any]:
     return {"synchronous": sync, "cache_kib": int(cache)}
 
 
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two connections opening a new ledger at once (two workers, two writer
+    threads) race for the switch, and SQLite answers the loser "database is locked" at once,
+    without its busy handler: retry within the same bound as every other lock wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
     param = "?"
@@ -74,7 +90,7 @@ class SQLiteStore(Store):
             raise FileNotFoundError(f"no ledger at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(conn)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute(f"PRAGMA cache_size=-{self.cache_kib}")
         return conn
