@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
+from linewarden.ledger import chain as chain_module
 from linewarden.ledger.chain import (
     ZERO_HASH,
     ChainFields,
@@ -63,6 +68,40 @@ def test_every_field_is_covered_by_the_hash() -> None:
                    value + b"x" if isinstance(value, bytes) else value + "x")
         assert row_hash(ZERO_HASH, base._replace(**{name: changed})) != row_hash(ZERO_HASH,
                                                                                   base)
+
+
+def reference_row_hash(prev: bytes, f: ChainFields) -> bytes:
+    """The row hash as docs/ledger.md defines it, written plainly: ledgers already on disk
+    must keep verifying whatever the fast path (a memo of the shared fields) does."""
+    def field(value: str | bytes) -> bytes:
+        data = value.encode() if isinstance(value, str) else value
+        return struct.pack(">I", len(data)) + data
+    return hashlib.sha256(
+        b"linewarden/ledger-row/v1" + prev + struct.pack(">qq", f.seq, f.time_us)
+        + b"".join(field(v) for v in (f.instance_id, f.partner_id, f.purpose, f.host,
+                                       f.claims, f.policy_version, f.subscriber_key))
+    ).digest()
+
+
+_text = st.text(max_size=12)
+
+
+@given(prev=st.binary(min_size=32, max_size=32), seq=st.integers(0, 2**62),
+       time_us=st.integers(0, 2**62), strings=st.lists(_text, min_size=6, max_size=6),
+       key=st.binary(max_size=40))
+def test_row_hash_is_the_documented_encoding(prev: bytes, seq: int, time_us: int,
+                                             strings: list[str], key: bytes) -> None:
+    instance, partner, purpose, host, claims, version = strings
+    f = ChainFields(instance, seq, time_us, partner, purpose, host, claims, version, key)
+    assert row_hash(prev, f) == reference_row_hash(prev, f)
+    assert row_hash(prev, f) == reference_row_hash(prev, f)  # again, from the memo
+
+
+def test_the_shared_field_memo_stays_bounded() -> None:
+    for i in range(chain_module._PREFIXES_MAX + 10):
+        f = ChainFields("gw1", i, i, "p", "billing", f"h{i}.test", "msisdn", "v1", KEY)
+        assert row_hash(ZERO_HASH, f) == reference_row_hash(ZERO_HASH, f)
+    assert len(chain_module._PREFIXES) <= chain_module._PREFIXES_MAX
 
 
 def test_edited_row() -> None:

@@ -71,18 +71,30 @@ class StoredRow(NamedTuple):
     row_hash: bytes
 
 
+_LENGTH = struct.Struct(">I")
+_SEQ_TIME = struct.Struct(">qq")
+# The encoded (instance, partner, purpose, host, claims, policy version) of recent rows:
+# a handful of combinations repeat on every row, and encoding them was half a row's hash.
+_PREFIXES: dict[tuple[str, ...], bytes] = {}
+_PREFIXES_MAX = 4_096
+
+
 def _field(value: str | bytes) -> bytes:
     data = value.encode() if isinstance(value, str) else value
-    return struct.pack(">I", len(data)) + data  # length-prefixed: no two rows hash alike
+    return _LENGTH.pack(len(data)) + data  # length-prefixed: no two rows hash alike
 
 
 def row_hash(prev_hash: bytes, f: ChainFields) -> bytes:
-    h = hashlib.sha256(_ROW_LABEL)
-    h.update(prev_hash)
-    h.update(struct.pack(">qq", f.seq, f.time_us))
-    h.update(b"".join(_field(v) for v in (f.instance_id, f.partner_id, f.purpose, f.host,
-                                            f.claims, f.policy_version, f.subscriber_key)))
-    return h.digest()
+    shared = (f.instance_id, f.partner_id, f.purpose, f.host, f.claims, f.policy_version)
+    prefix = _PREFIXES.get(shared)
+    if prefix is None:
+        prefix = b"".join(map(_field, shared))
+        if len(_PREFIXES) >= _PREFIXES_MAX:
+            _PREFIXES.clear()
+        _PREFIXES[shared] = prefix
+    key = f.subscriber_key
+    return hashlib.sha256(b"".join((_ROW_LABEL, prev_hash, _SEQ_TIME.pack(f.seq, f.time_us),
+                                    prefix, _LENGTH.pack(len(key)), key))).digest()
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -106,7 +118,7 @@ class Checkpoint:
 def checkpoint_message(instance_id: str, kind: str, seq: int, head: bytes,
                        time_us: int) -> bytes:
     return b"".join([_CHECKPOINT_LABEL, _field(instance_id), _field(kind),
-                     struct.pack(">qq", seq, time_us), _field(head)])
+                     _SEQ_TIME.pack(seq, time_us), _field(head)])
 
 
 def key_id(public: Ed25519PublicKey) -> str:

@@ -1,11 +1,13 @@
 """The writer: a bounded queue in the event loop, group commit in one worker thread.
 
-`record()` queues the disclosure and waits for its batch's COMMIT. Whatever is queued
-while a commit runs becomes the next batch, so under load one fsync carries hundreds of
-rows, and when idle a row commits alone at once (no linger timer). The caller gets True
-only after COMMIT returned; False — at once, or at the latest after `COMMIT_BOUND_S` —
+`submit(rec, done)` queues the disclosure; `done(True)` runs once its batch's COMMIT
+returned. Whatever is queued while a commit runs becomes the next batch, so under load one
+fsync carries hundreds of rows, and when idle a row commits alone at once (no linger
+timer). `done(False)` runs instead — at once, or at the latest after `COMMIT_BOUND_S` —
 when the queue is full, the backend has failed, or a commit is stuck. The proxy forwards
-identity only on True: no ledger, no disclosure.
+identity only on True: no ledger, no disclosure. `await record(rec)` is the same for
+callers that prefer a coroutine; the proxy uses the callback, which costs no task, future
+or timer per disclosure (one timer serves every waiting record).
 
 The database work runs in a daemon thread that owns its connection. A commit stuck past
 `ABANDON_AFTER_S` (a server that is alive but not answering: SIGSTOP, a lock, a dying
@@ -23,6 +25,7 @@ import logging
 import queue
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +39,7 @@ from .store import DEFAULT_CHECKPOINTS, CheckpointPolicy, Store
 
 if TYPE_CHECKING:
     from ..decide import DisclosureRecord
+    from . import Recorder
     from .chain import Signer
 
 log = logging.getLogger("linewarden.ledger")
@@ -110,13 +114,14 @@ class LedgerCollector(Collector):
                                 value=1 if self.writer.healthy else 0)
 
 
+Done = Callable[[bool], None]
+
+
 @dataclass(slots=True)
 class _Pending:
     record: DisclosureRecord
-    future: asyncio.Future[bool]
-
-
-_STOP = object()
+    done: Done | None  # None once settled: committed, refused or expired
+    deadline: float  # loop time after which the caller gets False
 
 
 class _Worker:
@@ -192,7 +197,12 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._reopen_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Pending | object] | None = None
+        self._started = False
+        self._queued: deque[_Pending] = deque()  # waiting for a batch
+        # Queued or in a commit, oldest first: what the one expiry timer walks.
+        self._waiting: deque[_Pending] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._wakeup: asyncio.Future[None] | None = None  # the writer task, idle
         self._generation = 0
 
     # ---------------------------------------------------------------- the interface
@@ -203,42 +213,61 @@ class LedgerWriter:
         A backend that cannot be reached is not fatal: the gateway runs and withholds
         identity while the writer keeps retrying. A schema newer than this code is."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self._queue_max)
+        self._started = True
         if not await self._open():
             self._reopen_later()
         self._task = self._loop.create_task(self._run(), name="linewarden-ledger-writer")
 
-    async def record(self, rec: DisclosureRecord) -> bool:
-        """True once `rec` is committed; False (never an exception) if it cannot be."""
+    def submit(self, rec: DisclosureRecord, done: Done) -> None:
+        """Queue `rec`; `done(True)` once it is committed, `done(False)` if it cannot be —
+        called exactly once, possibly before `submit` returns, never with an exception."""
         if not self.accepting:
             self.counters.refused_unavailable += 1
-            return False
+            done(False)
+            return
         if not _HEX_KEY.fullmatch(rec.subscriber_key):
             self.counters.invalid += 1
             log.error("ledger: refused a record whose subscriber_key is not an HMAC")
-            return False
-        assert self._loop is not None and self._queue is not None
-        future: asyncio.Future[bool] = self._loop.create_future()
-        try:
-            self._queue.put_nowait(_Pending(rec, future))
-        except asyncio.QueueFull:
+            done(False)
+            return
+        if len(self._queued) >= self._queue_max:
             self.counters.refused_full += 1
+            done(False)
+            return
+        loop = self._loop
+        assert loop is not None
+        pending = _Pending(rec, done, loop.time() + self._commit_bound)
+        self._queued.append(pending)
+        self._waiting.append(pending)
+        if self._expiry is None:
+            self._expiry = loop.call_at(pending.deadline, self._expire_due)
+        self._wake()
+
+    async def record(self, rec: DisclosureRecord) -> bool:
+        """True once `rec` is committed; False (never an exception) if it cannot be."""
+        if self._loop is None:
+            self.counters.refused_unavailable += 1
             return False
-        timer = self._loop.call_later(self._commit_bound, self._expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        future: asyncio.Future[bool] = self._loop.create_future()
+
+        def done(ok: bool) -> None:
+            if not future.done():  # done: the caller was cancelled
+                future.set_result(ok)
+        self.submit(rec, done)
+        return await future
 
     async def close(self) -> None:
         """Commit what is queued, sign the head, stop."""
-        if self._closing or self._queue is None:
+        if self._closing or not self._started:
             return
         self._closing = True
         await tasks.stop([self._reopen_task])
-        await self._queue.put(_STOP)
+        self._wake()
         if self._task is not None:
             await self._task
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         worker = self._worker
         if worker is not None and self._healthy and self._signer is not None:
             signer, instance_id = self._signer, self.instance_id
@@ -262,7 +291,7 @@ class LedgerWriter:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return len(self._queued)
 
     def _stalled(self) -> bool:
         """A record has missed the bound during the commit in flight, or that commit has
@@ -272,42 +301,67 @@ class LedgerWriter:
         return since is not None and self._loop is not None and (
             self._overdue or self._loop.time() - since > self._commit_bound)
 
-    def _expire(self, future: asyncio.Future[bool]) -> None:
-        if not future.done():
-            self.counters.timed_out += 1
-            self._overdue = True
-            future.set_result(False)
+    def _settle(self, pending: _Pending, ok: bool) -> None:
+        done = pending.done
+        if done is None:
+            return
+        pending.done = None
+        try:
+            done(ok)
+        except Exception:  # one caller's bug must not stop the writer
+            log.exception("ledger: a disclosure's completion callback failed")
+
+    def _expire_due(self) -> None:
+        """The one expiry timer: give False to every record past its deadline, then wait
+        for the oldest that is still waiting (deadlines rise in arrival order)."""
+        assert self._loop is not None
+        self._expiry = None
+        now, waiting = self._loop.time(), self._waiting
+        while waiting:
+            pending = waiting[0]
+            if pending.done is not None:
+                if pending.deadline > now:
+                    self._expiry = self._loop.call_at(pending.deadline, self._expire_due)
+                    return
+                self.counters.timed_out += 1
+                self._overdue = True
+                self._settle(pending, False)
+            waiting.popleft()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     # ---------------------------------------------------------------- the writer task
 
     async def _run(self) -> None:
-        assert self._queue is not None
-        stopping = False
-        while not stopping:
-            item = await self._queue.get()
+        assert self._loop is not None
+        queued, waiting = self._queued, self._waiting
+        while True:
+            if not queued:
+                if self._closing:
+                    return
+                self._wakeup = self._loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
             batch: list[_Pending] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(item, _Pending)
-                if not item.future.done():  # done: expired or its caller was cancelled
-                    batch.append(item)
-                if len(batch) >= self._batch_max:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            if batch:
-                if self._healthy:
-                    ok = await self._commit(batch)
-                else:  # queued just before the backend failed
-                    ok = False
-                    self.counters.refused_unavailable += len(batch)
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_result(ok)
+            while queued and len(batch) < self._batch_max:
+                pending = queued.popleft()
+                if pending.done is not None:  # None: it expired while queued
+                    batch.append(pending)
+            if not batch:
+                continue
+            if self._healthy:
+                ok = await self._commit(batch)
+            else:  # queued just before the backend failed
+                ok = False
+                self.counters.refused_unavailable += len(batch)
+            for pending in batch:
+                self._settle(pending, ok)
+            while waiting and waiting[0].done is None:  # settled: the timer needn't see them
+                waiting.popleft()
 
     async def _commit(self, batch: list[_Pending]) -> bool:
         worker = self._worker
@@ -404,3 +458,26 @@ def _describe(exc: BaseException) -> str:
     messages carry no parameters, so no subscriber data reaches the log)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def submitter(recorder: Recorder) -> Callable[[DisclosureRecord, Done], None]:
+    """`recorder.record` in the callback form the proxy uses: the writer's own `submit`,
+    or — for any other recorder (test doubles, the Number Verification API's) — a task
+    per record that fails closed on an exception."""
+    if isinstance(recorder, LedgerWriter):
+        return recorder.submit
+    running: set[asyncio.Task[None]] = set()  # a task nobody references may be collected
+
+    async def record(rec: DisclosureRecord, done: Done) -> None:
+        try:
+            ok = await recorder.record(rec)
+        except Exception:  # a broken ledger must fail closed, never open
+            log.exception("ledger refused a disclosure record")
+            ok = False
+        done(ok)
+
+    def submit(rec: DisclosureRecord, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(record(rec, done))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    return submit

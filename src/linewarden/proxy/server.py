@@ -21,7 +21,7 @@ from typing import cast
 import httptools
 
 from ..bindings import Binding, BindingStore
-from ..decide import Decision, DisclosureRecord, RequestHead, Rules, decide
+from ..decide import Decision, Destination, RequestHead, Rules, decide
 from ..http import (
     HAS_LENGTH,
     REASONS,
@@ -31,6 +31,7 @@ from ..http import (
     upgrade_values,
 )
 from ..ledger import Recorder
+from ..ledger.writer import submitter
 from ..metrics import Metrics
 from .limits import (
     MAX_HEAD_BYTES,
@@ -90,6 +91,7 @@ class Gateway:
         self.rules = rules
         self.store = store
         self.recorder = recorder
+        self.submit_record = submitter(recorder)
         self.resolve = resolve or {}
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
@@ -408,23 +410,40 @@ class ClientConnection(asyncio.Protocol):
         if destination.mode == "connect":
             gw.loop.create_task(self._open_tunnel(exchange))
             return
-        if decision.record is None:
-            address = resolve_static(gw.resolve, destination.host, destination.port)
-            conn = gw.pool.take(address) if address is not None else None
-            if conn is not None:  # the common case needs no task: no await, no ledger
-                self._send(exchange, conn)
-                return
-        gw.loop.create_task(self._forward(exchange))
+        if decision.record is not None:
+            gw.submit_record(decision.record, lambda ok: self._recorded(exchange, ok))
+        else:
+            self._forward(exchange)
 
-    async def _forward(self, exchange: Exchange) -> None:
-        decision = exchange.decision
-        assert decision is not None and decision.destination is not None
+    def _recorded(self, exchange: Exchange, committed: bool) -> None:
+        """The ledger's answer for a disclosure: identity goes out only once its row is
+        committed (invariant 4: no ledger, no disclosure)."""
+        if self.closed:
+            return
         try:
-            if decision.record is not None and not await self._record(decision.record):
-                decision.identity = []  # no ledger, no disclosure (invariant 4)
+            if not committed:
+                assert exchange.decision is not None
+                exchange.decision.identity = []
                 self.gw.metrics.count(self.gw.metrics.withheld, "ledger")
-            address = await self.gw.address_of(decision.destination.host,
-                                               decision.destination.port)
+            self._forward(exchange)
+        except Exception:  # a bug must not leave the client waiting for an answer forever
+            log.exception("forwarding failed")
+            self.response_failed(502, "the gateway could not forward this request")
+
+    def _forward(self, exchange: Exchange) -> None:
+        destination = exchange.decision.destination if exchange.decision else None
+        assert destination is not None
+        gw = self.gw
+        address = resolve_static(gw.resolve, destination.host, destination.port)
+        conn = gw.pool.take(address) if address is not None else None
+        if conn is not None:  # the common case needs no task: nothing to wait for
+            self._send(exchange, conn)
+        else:
+            gw.loop.create_task(self._connect_then_send(exchange, destination))
+
+    async def _connect_then_send(self, exchange: Exchange, destination: Destination) -> None:
+        try:
+            address = await self.gw.address_of(destination.host, destination.port)
             conn = self.gw.pool.take(address) or await self.gw.pool.connect(address)
         except UpstreamError as exc:
             self.response_failed(exc.status, str(exc))
@@ -437,13 +456,6 @@ class ClientConnection(asyncio.Protocol):
             conn.close()
             return
         self._send(exchange, conn)
-
-    async def _record(self, rec: DisclosureRecord) -> bool:
-        try:
-            return await self.gw.recorder.record(rec)
-        except Exception:  # a broken ledger must fail closed, never open
-            log.exception("ledger refused a disclosure record")
-            return False
 
     def _send(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         decision = exchange.decision
