@@ -49,6 +49,9 @@ class NullRecorder:
     async def record(self, rec: Any) -> bool:
         return True
 
+    def submit(self, rec: Any, done: Any) -> None:  # the writer's callback form
+        done(True)
+
     async def start(self) -> None:
         pass
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httptools
 
@@ -91,8 +91,7 @@ class DisclosureRecord:
     subscriber_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):  # a tuple: built per request, and a frozen dataclass is slower
     host: str  # normalised: lower case, no trailing dot, IPv6 in brackets
     port: int
     mode: Literal["forward", "transparent", "connect"]
@@ -205,11 +204,13 @@ class _Fields:
         connection: list[bytes] = []
         special = (None, f.host, f.content_length, f.transfer_encoding, connection, f.upgrade,
                    f.via)
-        kept, triage = f.kept, rules.triage
+        kept, known = f.kept, rules._triage
         for name, value in headers:
             if b"\r" in value or b"\n" in value or b"\0" in value:
                 f.control_chars = True
-            kind = triage(name)
+            kind = known.get(name)
+            if kind is None:
+                kind = rules.triage(name)
             if kind == KEEP:
                 kept.append((name, value))
             elif kind < HOP:

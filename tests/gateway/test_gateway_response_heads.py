@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from inprocess import client, gateway_with_one_pooled_connection
 
 from linewarden.http import HOP_BY_HOP
+from linewarden.proxy import server
 
 GET = b"GET http://origin.test/x HTTP/1.1\r\nHost: origin.test\r\n\r\n"
 
@@ -84,6 +85,19 @@ def test_http10_status_line_and_odd_reason_are_normalised() -> None:
     assert out.startswith(b"HTTP/1.1 404 Not Found\r\n")
     out, _ = relay(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_status_lines_are_remembered_per_origin_line_and_stay_bounded() -> None:
+    # The same status with another reason is another line; the first answer is not reused.
+    for _ in range(2):
+        assert relay(b"HTTP/1.1 200 Fine\r\nContent-Length: 0\r\n\r\n")[0].startswith(
+            b"HTTP/1.1 200 Fine\r\n")
+        assert relay(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")[0].startswith(
+            b"HTTP/1.1 200 OK\r\n")
+    for i in range(server._STATUS_LINES_MAX + 5):  # an origin inventing reason phrases
+        head = b"HTTP/1.1 200 R%d\r\n\r\n" % i
+        assert server._status_line(200, head) == b"HTTP/1.1 200 R%d\r\n" % i
+    assert len(server._STATUS_LINES) <= server._STATUS_LINES_MAX
 
 
 def test_oversized_head_is_502_whole_or_in_pieces() -> None:

@@ -21,7 +21,7 @@ from linewarden.ledger.migrations import MIGRATIONS, Migration, SchemaError
 from linewarden.ledger.reports import verify_ledger
 from linewarden.ledger.sqlite import SQLiteStore
 from linewarden.ledger.store import CheckpointPolicy
-from linewarden.ledger.writer import COMMIT_BOUND_S, LedgerWriter
+from linewarden.ledger.writer import COMMIT_BOUND_S, LedgerWriter, submitter
 
 from .conftest import Backend
 from .pg import PrivatePostgres, free_port
@@ -95,6 +95,75 @@ def test_invalid_key_is_refused_not_queued(tmp_path: Path) -> None:
 
     assert run(main()) is False
     assert ledger.counters.invalid == 1
+
+
+def test_submit_calls_back_exactly_once_and_survives_a_failing_callback(
+        tmp_path: Path) -> None:
+    ledger = open_ledger("sqlite:///l.db", key=b"k", instance_id="gw1", base=tmp_path,
+                         commit_bound=PATIENT)
+    calls: list[tuple[int, bool]] = []
+
+    def done(i: int) -> Callable[[bool], None]:
+        def call(ok: bool) -> None:
+            calls.append((i, ok))
+            if i == 1:
+                raise RuntimeError("a caller's bug")
+        return call
+
+    async def main() -> bool:
+        await ledger.start()
+        for i in range(3):
+            ledger.submit(rec(i), done(i))
+        after = await ledger.record(rec(3))  # the writer still commits after the bug
+        await asyncio.sleep(0.05)  # no late second call
+        await ledger.close()
+        return after
+
+    assert run(main()) is True
+    assert sorted(calls) == [(0, True), (1, True), (2, True)]
+    assert count_rows(tmp_path) == 4
+
+
+def test_a_closed_or_unstarted_writer_refuses_at_once(tmp_path: Path) -> None:
+    ledger = open_ledger("sqlite:///l.db", key=b"k", instance_id="gw1", base=tmp_path)
+    calls: list[bool] = []
+    ledger.submit(rec(0), calls.append)  # not started: refused before returning
+    assert calls == [False]
+
+    async def main() -> None:
+        assert await ledger.record(rec(1)) is False
+        await ledger.start()
+        await ledger.close()
+        ledger.submit(rec(2), calls.append)
+
+    run(main())
+    assert calls == [False, False] and ledger.counters.refused_unavailable == 3
+
+
+def test_submitter_adapts_recorders_without_a_callback_form() -> None:
+    class Accepting:
+        async def record(self, rec: DisclosureRecord) -> bool:
+            return True
+
+    class Broken:
+        async def record(self, rec: DisclosureRecord) -> bool:
+            raise OSError("the ledger service is gone")
+
+    async def main() -> list[bool]:
+        calls: list[bool] = []
+        for recorder in (Accepting(), Broken()):
+            submitter(recorder)(rec(0), calls.append)
+        await asyncio.sleep(0.01)
+        return calls
+
+    assert sorted(run(main())) == [False, True]  # an exception fails closed
+    writer = LedgerWriter(lambda: SQLiteStore(Path("unused.db")), "gw1")
+    assert submitter(writer) == writer.submit
+
+
+def count_rows(base: Path) -> int:
+    return int(open_store("sqlite:///l.db", base=base).open().query(
+        "SELECT COUNT(*) FROM disclosures")[0][0])
 
 
 def test_open_ledger_rejects_bad_arguments(tmp_path: Path) -> None:

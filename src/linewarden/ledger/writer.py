@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -115,6 +115,11 @@ class LedgerCollector(Collector):
 
 
 Done = Callable[[bool], None]
+
+
+@runtime_checkable
+class CallbackRecorder(Protocol):
+    def submit(self, rec: DisclosureRecord, done: Done) -> None: ...
 
 
 @dataclass(slots=True)
@@ -461,10 +466,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def submitter(recorder: Recorder) -> Callable[[DisclosureRecord, Done], None]:
-    """`recorder.record` in the callback form the proxy uses: the writer's own `submit`,
-    or — for any other recorder (test doubles, the Number Verification API's) — a task
-    per record that fails closed on an exception."""
-    if isinstance(recorder, LedgerWriter):
+    """`recorder.record` in the callback form the proxy uses: the recorder's own `submit`
+    if it has one (the writer does), else a task per record that fails closed on an
+    exception (test doubles, the Number Verification API's recorder)."""
+    if isinstance(recorder, CallbackRecorder):
         return recorder.submit
     running: set[asyncio.Task[None]] = set()  # a task nobody references may be collected
 

@@ -499,8 +499,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if status < 200:
             if status != 101 and exchange.head.version == "1.1":
-                self._out.append(f"HTTP/1.1 {status} {_reason(status, status_reason(head))}"
-                                 "\r\n\r\n".encode())
+                self._out.append(_status_line(status, head) + b"\r\n")
             if status != 101:
                 return
         decision = exchange.decision
@@ -518,8 +517,7 @@ class ClientConnection(asyncio.Protocol):
         elif exchange.close_after:
             lines += b"Connection: close\r\n"
         exchange.response_started = True
-        self._out.append(b"HTTP/1.1 %d %b\r\n%b\r\n" % (
-            status, _reason(status, status_reason(head)).encode(), lines))
+        self._out.append(b"%b%b\r\n" % (_status_line(status, head), lines))
 
     def response_body(self, chunk: bytes) -> None:
         exchange = self.active
@@ -683,11 +681,26 @@ def _frame(exchange: Exchange, body: bytes) -> bytes:
     return body
 
 
-def _reason(status: int, reason: bytes) -> str:
-    text = reason.decode("latin-1").strip()
-    if text and text.isprintable() and len(text) < 64:
-        return text
-    return REASONS.get(status, "Unknown")
+# The origin's status line -> ours. Origins repeat a few lines ("HTTP/1.1 200 OK"), so the
+# reason phrase is checked and the line rebuilt once each, not per response.
+_STATUS_LINES: dict[bytes, bytes] = {}
+_STATUS_LINES_MAX = 1_024
+
+
+def _status_line(status: int, head: bytes) -> bytes:
+    """`HTTP/1.1 <status> <reason>` and CRLF: always 1.1 (we speak it to the client whatever
+    the origin spoke), with the origin's reason phrase if it is short printable text."""
+    raw = head[:head.index(b"\r\n")]
+    line = _STATUS_LINES.get(raw)
+    if line is None:
+        text = status_reason(head).decode("latin-1").strip()
+        if not (text and text.isprintable() and len(text) < 64):
+            text = REASONS.get(status, "Unknown")
+        line = f"HTTP/1.1 {status} {text}\r\n".encode()
+        if len(_STATUS_LINES) >= _STATUS_LINES_MAX:
+            _STATUS_LINES.clear()
+        _STATUS_LINES[raw] = line
+    return line
 
 
 def _response_lines(exchange: Exchange, status: int, lines: bytes,
