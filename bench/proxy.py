@@ -4,16 +4,20 @@
     .venv/bin/python bench/proxy.py --quick    # 3 rounds x 3 s
     .venv/bin/python bench/proxy.py --profile  # then py-spy the gateway (bench/.venv-tools)
 
-Three scenarios, rounds interleaved (A B C A B C ...) because the machine is shared:
+Scenarios, rounds interleaved (A B C A B C ...) because the machine is shared:
 
-  direct     wrk → nginx (origin-form)
-  bare       wrk → bench/bare_proxy.py → nginx: the smallest uvloop + httptools relay, the
-             runtime's own cost before any linewarden logic (`--no-bare` skips it)
-  partner    wrk → linewarden → nginx, absolute-form to `partner.test` (enriched, recorded)
-  other      wrk → linewarden → nginx, absolute-form to `other.test` (stripped only)
+  direct      wrk → nginx (origin-form)
+  bare        wrk → bench/bare_proxy.py → nginx: the smallest uvloop + httptools relay, the
+              runtime's own cost before any linewarden logic (`--no-bare` skips it)
+  partner     wrk → linewarden → nginx, absolute-form to `partner.test` (enriched, recorded
+              in the default SQLite ledger)
+  other       wrk → linewarden → nginx, absolute-form to `other.test` (stripped only)
+  partner-pg  as partner, through a second gateway whose ledger is a private PostgreSQL
+              server on the load CPU, as a database host would be (`--no-postgres` skips it);
+              the server's CPU per request is reported beside the table
 
-wrk runs 1 thread, 50 keep-alive connections, pinned to CPU 1; the gateway (and the bare
-relay) and nginx (one worker) are pinned to CPU 0. Before measuring, curl checks through the
+wrk runs 1 thread, 50 keep-alive connections; wrk and nginx (one worker) are pinned to CPU 0,
+the gateway (or the bare relay) to CPU 1. Before measuring, curl checks through each
 proxy that the partner host answers 200, that the partner gets the configured header and the
 other host none, and that forged `X-Msisdn` / `X_MSISDN` never reach nginx. Results: a
 markdown table on stdout and in `bench/results/proxy.md`. Every process started here is stopped
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,6 +60,9 @@ from common import (  # bench/ is not a package; run as a script
 from common import (
     start_nginx as common_start_nginx,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.ledger.pg import PrivatePostgres  # a private server in a temp dir
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "proxy.md"
@@ -83,6 +91,10 @@ class Scenario:
     rounds: list[WrkResult] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)  # whose CPU time serves this scenario
     cpu_us: list[float] = field(default_factory=list)  # CPU µs per request, per round
+    # Helpers on the load CPU that serve this scenario too (the PostgreSQL server): their CPU
+    # per request is reported beside the table, not in it.
+    side_pids: Callable[[], list[int]] | None = None
+    side_cpu_us: list[float] = field(default_factory=list)
 
     def lua(self) -> str:
         return "\n".join([
@@ -95,7 +107,9 @@ class Scenario:
         ])
 
 
-def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str) -> str:
+def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str,
+                 ledger_url: str | None = None) -> str:
+    ledger_url = ledger_url or f"sqlite:///{tmp}/ledger.db"
     return f"""
 state_dir = "{tmp}/state"
 
@@ -116,7 +130,7 @@ ip = "127.0.0.1"
 msisdn = "{MSISDN}"
 
 [ledger]
-url = "sqlite:///{tmp}/ledger.db"
+url = "{ledger_url}"
 
 [web]
 listen = "127.0.0.1:{web_port}"
@@ -134,13 +148,14 @@ X-Up-Calling-Line-Id = "msisdn"
 def start_nginx(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     return common_start_nginx(procs, tmp, ECHO, LOAD_CPU)
 
-def start_gateway(procs: Procs, tmp: Path, origin: str
+def start_gateway(procs: Procs, tmp: Path, origin: str, ledger_url: str | None = None
                   ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    tmp.mkdir(parents=True, exist_ok=True)
     proxy_port, web_port = free_port(), free_port()
     while web_port == proxy_port:
         web_port = free_port()
     conf = tmp / "linewarden.toml"
-    conf.write_text(gateway_conf(tmp, proxy_port, web_port, origin))
+    conf.write_text(gateway_conf(tmp, proxy_port, web_port, origin, ledger_url))
     out_path, err_path = tmp / "gateway-stdout.log", tmp / "gateway-stderr.log"
     proc = procs.start(
         pinned(PROXY_CPU, [str(REPO / ".venv" / "bin" / "linewarden"), "serve",
@@ -264,6 +279,14 @@ def table(scenarios: list[Scenario]) -> str:
     return "\n".join(lines)
 
 
+def side_notes(scenarios: list[Scenario]) -> list[str]:
+    return [f"`{sc.name}`: server CPU in the table is the gateway's alone (it commits every "
+            f"disclosure to PostgreSQL, whose server ran on CPU {LOAD_CPU} beside wrk and "
+            f"nginx and used another **{median(sc.side_cpu_us):.1f} µs CPU per request**, "
+            "as a database host would).\n"
+            for sc in scenarios if sc.side_cpu_us]
+
+
 def rounds_table(scenarios: list[Scenario]) -> str:
     lines = ["| round | " + " | ".join(sc.name for sc in scenarios) + " |",
              "|---:|" + "---:|" * len(scenarios)]
@@ -359,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--no-bare", action="store_true",
                     help="skip the bare uvloop + httptools relay reference scenario")
+    ap.add_argument("--no-postgres", action="store_true",
+                    help="skip the partner scenario with a PostgreSQL ledger (server on the "
+                         "load CPU)")
     ap.add_argument("--profile", action="store_true",
                     help="after measuring, py-spy the gateway for 10 s per proxied scenario")
     ap.add_argument("--output", type=Path, default=RESULTS)
@@ -394,7 +420,28 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def start_postgres() -> PrivatePostgres:
+    """A private PostgreSQL (durable commits: fsync and synchronous_commit on, as in
+    production) pinned to the load CPU, so the gateway's core does only the client side."""
+    pg = PrivatePostgres(settings={"shared_buffers": "256MB"}).start()
+    for pid in (pg.pid, *children(pg.pid)):  # backends forked later inherit the mask
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {LOAD_CPU})
+    return pg
+
+
 def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds: float) -> int:
+    pg = None if args.no_postgres else start_postgres()
+    try:
+        return measure(args, procs, tmp, rounds, seconds, pg)
+    finally:
+        if pg is not None:
+            pg.stop()
+            shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds: float,
+            pg: PrivatePostgres | None) -> int:
     started = dt.datetime.now(dt.UTC)
     _nginx, origin_port = start_nginx(procs, tmp)
     origin = f"127.0.0.1:{origin_port}"
@@ -412,7 +459,16 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         bare_pid = bare.pid
         print(f"bare relay on 127.0.0.1:{bare_port} (pid {bare.pid}), CPU {PROXY_CPU}")
 
+    pg_gateway = pg_port = None
+    if pg is not None:
+        pg_gateway, pg_port, _ = start_gateway(procs, tmp / "pg", origin, pg.create_database())
+        print(f"linewarden with a PostgreSQL ledger on 127.0.0.1:{pg_port} "
+              f"(pid {pg_gateway.pid}); postgres (pid {pg.pid}) on CPU {LOAD_CPU}")
+
     results = checks(origin_port, proxy_port)
+    if pg_port is not None:
+        results += [(f"PostgreSQL-ledger gateway: {what}", ok, detail)
+                    for what, ok, detail in checks(origin_port, pg_port)[1:]]
     if bare_port:
         code, body = curl("-x", f"http://127.0.0.1:{bare_port}", "http://other.test/")
         results.append(("bare relay → other.test reaches nginx (200, same body)",
@@ -433,6 +489,10 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
                  "http://partner.test/", "partner.test"),
         Scenario("other", "linewarden → non-partner host (stripped)", proxy_url,
                  "http://other.test/", "other.test"),
+        *([Scenario("partner-pg", "linewarden → partner host, PostgreSQL ledger",
+                    f"http://127.0.0.1:{pg_port}", "http://partner.test/", "partner.test",
+                    side_pids=lambda: [pg.pid, *children(pg.pid)])]
+          if pg is not None and pg_port is not None else []),
     ]
     scripts = {}
     for sc in scenarios:
@@ -440,17 +500,22 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         scripts[sc.name].write_text(sc.lua())
 
     for sc in scenarios:
-        sc.pids = ({"direct": children(_nginx.pid), "bare": [bare_pid]}.get(sc.name)
+        sc.pids = ({"direct": children(_nginx.pid), "bare": [bare_pid],
+                    "partner-pg": [pg_gateway.pid] if pg_gateway else []}.get(sc.name)
                    or [gateway.pid])
 
     def load(sc: Scenario, secs: float) -> WrkResult:
         if gateway.poll() is not None:
             raise RuntimeError(gateway_died(gateway, gateway_log))
-        before = cpu_seconds(sc.pids)
+        side = sc.side_pids() if sc.side_pids else []
+        before, side_before = cpu_seconds(sc.pids), cpu_seconds(side)
         result = run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
                          connections=args.connections, threads=1, cpu=LOAD_CPU)
         if result.requests:
             sc.cpu_us.append((cpu_seconds(sc.pids) - before) * 1e6 / result.requests)
+            if side:
+                sc.side_cpu_us.append((cpu_seconds(side) - side_before) * 1e6
+                                      / result.requests)
         return result
 
     for sc in scenarios:  # warm-up: connections, pools, caches; not counted
@@ -490,6 +555,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         + (f"meets the ≥ {TARGET:.0%} target." if ratio >= TARGET
            else f"**below the ≥ {TARGET:.0%} target**.") + bare_note,
         "",
+        *side_notes(scenarios),
         "## Setup",
         "",
         f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores "
@@ -526,6 +592,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     args.output.write_text(report)
     print()
     print(table(scenarios))
+    print(*side_notes(scenarios), sep="\n")
     print(f"\npartner / direct = {ratio:.0%} (target ≥ {TARGET:.0%}); written to {args.output}")
 
     if args.profile:
