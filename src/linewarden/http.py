@@ -65,8 +65,10 @@ HAS_LENGTH, HAS_TRANSFER_ENCODING, HAS_CONNECTION, HAS_HOP_BY_HOP = 1, 2, 4, 8
 _FIELD_KIND = {name: HAS_HOP_BY_HOP for name in HOP_BY_HOP} | {
     b"content-length": HAS_LENGTH, b"transfer-encoding": HAS_TRANSFER_ENCODING,
     b"connection": HAS_CONNECTION}
-# Over the lower-cased head: one C-level scan finds every field the proxy cares about.
-_FIELD = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(_FIELD_KIND)) + rb"):")
+# Over the lower-cased head: one C-level scan finds every field the proxy cares about,
+# with its value (llhttp allows no CR inside one).
+_FIELD = re.compile(rb"\r\n(" + b"|".join(re.escape(n) for n in sorted(_FIELD_KIND))
+                    + rb"):([^\r]*)")
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"keep-alive, close"})
 
 
@@ -81,11 +83,10 @@ def split_head(head: bytes) -> tuple[int, bytes]:
         fields |= kind
         if kind == HAS_LENGTH:
             continue
-        start, end = match.start() + 2, low.index(b"\r\n", match.end())
-        if kind == HAS_CONNECTION and low[match.end():end].strip() not in _PLAIN_CONNECTION:
+        if kind == HAS_CONNECTION and match[2].strip() not in _PLAIN_CONNECTION:
             named = True
-        pieces.append(head[at:start])
-        at = end + 2
+        pieces.append(head[at:match.start() + 2])
+        at = match.end() + 2
     if not pieces:
         return fields, head[at:-2]
     pieces.append(head[at:-2])
