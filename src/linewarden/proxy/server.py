@@ -47,6 +47,7 @@ from .upstream import (
     UpstreamConnection,
     UpstreamError,
     resolve_static,
+    static_routes,
 )
 
 log = logging.getLogger("linewarden.proxy")
@@ -92,7 +93,7 @@ class Gateway:
         self.store = store
         self.recorder = recorder
         self.submit_record = submitter(recorder)
-        self.resolve = resolve or {}
+        self.routes = static_routes(resolve or {})
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
@@ -126,7 +127,7 @@ class Gateway:
         self.pool.close()
 
     async def address_of(self, host: str, port: int) -> Address:
-        static = resolve_static(self.resolve, host, port)
+        static = resolve_static(self.routes, host, port)
         if static is not None:
             return static
         literal = host[1:-1] if host.startswith("[") else host
@@ -434,7 +435,7 @@ class ClientConnection(asyncio.Protocol):
         destination = exchange.decision.destination if exchange.decision else None
         assert destination is not None
         gw = self.gw
-        address = resolve_static(gw.resolve, destination.host, destination.port)
+        address = resolve_static(gw.routes, destination.host, destination.port)
         conn = gw.pool.take(address) if address is not None else None
         if conn is not None:  # the common case needs no task: nothing to wait for
             self._send(exchange, conn)

@@ -46,18 +46,30 @@ class ResponseSink(Protocol):
     def upgraded(self, rest: bytes) -> None: ...
 
 
-def resolve_static(resolve: Mapping[str, str], host: str, port: int) -> Address | None:
-    """[proxy.resolve]: "host" = "ip" keeps the URI's port, "ip:port" overrides it."""
-    target = resolve.get(host)
-    if target is None:
+StaticRoutes = dict[str, tuple[str, int | None]]
+
+
+def static_routes(resolve: Mapping[str, str]) -> StaticRoutes:
+    """[proxy.resolve], parsed once: "host" = "ip" keeps the URI's port (None here),
+    "ip:port" overrides it, "[v6]" and "[v6]:port" likewise."""
+    routes: StaticRoutes = {}
+    for host, target in resolve.items():
+        if target.startswith("["):
+            addr, _, p = target[1:].partition("]")
+            routes[host] = (addr, int(p[1:]) if p.startswith(":") else None)
+        elif target.count(":") == 1:
+            addr, p = target.split(":")
+            routes[host] = (addr, int(p))
+        else:
+            routes[host] = (target, None)
+    return routes
+
+
+def resolve_static(routes: StaticRoutes, host: str, port: int) -> Address | None:
+    route = routes.get(host)
+    if route is None:
         return None
-    if target.startswith("["):
-        addr, _, p = target[1:].partition("]")
-        return addr, int(p[1:]) if p.startswith(":") else port
-    if target.count(":") == 1:
-        addr, p = target.split(":")
-        return addr, int(p)
-    return target, port
+    return route[0], route[1] or port
 
 
 class UpstreamConnection(asyncio.Protocol):
