@@ -6,9 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from linewarden.config import DEMO_NAME, load_config
-from linewarden.proxy.upstream import resolve_static
+from linewarden.proxy.upstream import resolve_static, static_routes
 from linewarden.sourcemap import ConfigError, ConfigErrors
 
 GOOD = """
@@ -145,5 +147,16 @@ def test_reload_from_main_file(tmp_path: Path) -> None:
     ("::1", 82, ("::1", 82)),
 ])
 def test_resolve_static(entry: str, port: int, expected: tuple[str, int]) -> None:
-    assert resolve_static({"h.test": entry}, "h.test", port) == expected
-    assert resolve_static({"h.test": entry}, "other.test", port) is None
+    routes = static_routes({"h.test": entry})  # parsed once, at start-up
+    assert resolve_static(routes, "h.test", port) == expected
+    assert resolve_static(routes, "other.test", port) is None
+
+
+@given(host=st.from_regex(r"[a-z]{1,10}\.test", fullmatch=True),
+       octets=st.lists(st.integers(0, 255), min_size=4, max_size=4),
+       port=st.one_of(st.none(), st.integers(1, 65535)), uri_port=st.integers(1, 65535))
+def test_a_static_route_keeps_or_overrides_the_port(host: str, octets: list[int],
+                                                    port: int | None, uri_port: int) -> None:
+    ip = ".".join(map(str, octets))
+    routes = static_routes({host: ip if port is None else f"{ip}:{port}"})
+    assert resolve_static(routes, host, uri_port) == (ip, uri_port if port is None else port)
