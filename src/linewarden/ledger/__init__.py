@@ -1,7 +1,8 @@
 """The disclosure ledger: every disclosure recorded before it happens, tamper-evident.
 
 The proxy holds one `Ledger` (from `open_ledger` or `ledger_from_config`) and forwards a
-partner's claims only when `await ledger.record(decision.record)` returned True.
+partner's claims only when `await ledger.record(decision.record)` returned True (the proxy
+itself uses the writer's callback form, `submit(rec, done)`: no task per disclosure).
 
     ledger = ledger_from_config(config)
     await ledger.start()
