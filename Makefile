@@ -39,6 +39,7 @@ bench: $(STAMP) debs
 	$(BIN)/python bench/hotpath.py
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/ledger_batch.py
 	$(BIN)/python bench/radius.py
 
 # Long runs, outside `make test` (short variants of each are in the suite).
