@@ -53,6 +53,9 @@ class Rules:
     policy: Policy
     settings: Settings
     names: IdentityNames = field(init=False)
+    # Only a signed assertion carries a nonce (its jti): without one in the policy the data
+    # plane draws none.
+    needs_nonce: bool = field(init=False)
     # Header name (as spelled on the wire) -> what to do with it. Names repeat on every
     # request, so the per-name work (lower-case, alias check, loose match) runs once.
     _triage: dict[bytes, int] = field(init=False, default_factory=dict, repr=False)
@@ -61,6 +64,8 @@ class Rules:
         names = self.policy.identity_names(self.settings.extra_identity_names,
                                            self.settings.extra_identity_suffixes)
         object.__setattr__(self, "names", names)
+        object.__setattr__(self, "needs_nonce", any(
+            spec.claim == "assertion" for p in self.policy.partners for spec in p.claims))
 
     def triage(self, name: bytes) -> int:
         kind = self._triage.get(name)

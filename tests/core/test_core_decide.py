@@ -339,3 +339,18 @@ def test_pseudonyms_differ_across_partners_and_are_stable(ids: list[str], msisdn
     assert all(msisdn not in v for v in values)
     other = Secrets(b"another-operator-secret", b"ledger-key")
     assert pseudonym(other, ids[0], msisdn) != values[0]
+
+
+def test_rules_ask_for_a_nonce_only_when_a_partner_gets_an_assertion(rules: Rules) -> None:
+    # The data plane draws a nonce per request only when this says so (decide uses it for
+    # an assertion's jti and nothing else).
+    assert rules.needs_nonce is False
+    signed, _ = parse_policy(POLICY + """
+[[partners]]
+id = "shop"
+purpose = "age_verification"
+hosts = ["shop.example.com"]
+[partners.headers]
+X-Assertion = { claim = "assertion" }
+""", "partners.toml")
+    assert Rules(signed, SETTINGS).needs_nonce is True

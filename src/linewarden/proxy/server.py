@@ -398,11 +398,12 @@ class ClientConnection(asyncio.Protocol):
             self._decide(exchange, binding)
 
     def _decide(self, exchange: Exchange, binding: Binding | None) -> None:
-        gw = self.gw
+        gw, rules = self.gw, self.gw.rules
         decision = exchange.decision = decide(
-            exchange.head, binding, gw.rules, switch_tripped=gw.switch_tripped(),
-            now=gw.clock(), nonce=gw.rules.settings.draw_nonce())
-        self._count(decision)
+            exchange.head, binding, rules, switch_tripped=gw.switch_tripped(), now=gw.clock(),
+            nonce=rules.settings.draw_nonce() if rules.needs_nonce else b"")
+        if decision.stripped or decision.withheld is not None or not decision.forwarded:
+            self._count(decision)
         if not decision.forwarded:
             self._fail_and_close(decision.status, decision.reason)
             return
