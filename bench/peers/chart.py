@@ -26,7 +26,7 @@ def main(src: str, dst: str) -> None:
     hi = [max(r["rps"]) - r["rps_median"] for r in rows]
     cpu = [0.0 if r["cpu_is_origin"] or r["cpu_us_per_request"] is None
            else r["cpu_us_per_request"] for r in rows]
-    colours = ["#888888" if r["name"] == "direct" else
+    colours = ["#888888" if r["name"] in ("direct", "bare") else
                "#2a7ab0" if r["name"].startswith("linewarden") else "#d08c3c" for r in rows]
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.55 * len(rows) + 2.2),

@@ -186,6 +186,28 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a process's main thread alone (for linewarden: the event loop; the ledger
+    writer is another thread of the same process)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return sum(int(x) for x in text[text.rfind(")") + 2:].split()[11:13]) / CLK_TCK
+
+
+def ledger_counts(metrics_url: str) -> tuple[float, float] | None:
+    """(rows committed, commits) from linewarden's /metrics."""
+    code, text = curl(metrics_url)
+    if code != 200:
+        return None
+    found = dict(re.findall(r"^linewarden_ledger_(rows_committed|commits)_total (\S+)$", text,
+                            re.MULTILINE))
+    if len(found) != 2:
+        return None
+    return float(found["rows_committed"]), float(found["commits"])
+
+
 def cpu_busy_seconds(cpu: int) -> float:
     """Busy time (everything but idle and iowait) of one CPU since boot, from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -256,6 +278,7 @@ class Peer:
     start_error: str = ""
     verified: bool = False
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    metrics_url: str = ""  # linewarden: its /metrics, for the ledger's rows per commit
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -320,6 +343,7 @@ def start_linewarden(procs: Procs, tmp: Path, origin_port: int, peer: Peer) -> N
                            ORIGIN_PORT=origin_port, PARTNER=PARTNER_HOST, OTHER=OTHER_HOST,
                            MSISDN=MSISDN, ENRICH_HEADER=ENRICH_HEADER))
     peer.log = d / "stderr.log"
+    peer.metrics_url = f"http://127.0.0.1:{web_port}/metrics"
     workers = linewarden_workers_flag()
     peer.proc = procs.start(
         pinned(PROXY_CPU, [str(LINEWARDEN), "serve", "--config", str(conf), *workers]),
@@ -354,6 +378,27 @@ def start_proxypy(procs: Procs, tmp: Path, origin_port: int, peer: Peer) -> None
     peer.proc = procs.start(pinned(PROXY_CPU, argv), stdout=log, stderr=log, env=env, cwd=str(d))
     peer.note = ("`proxy --num-acceptors 1 --num-workers 1` (threadless) with a plugin "
                  "(bench/peers/proxypy_plugin.py)")
+
+
+def start_bare(procs: Procs, tmp: Path, origin_port: int) -> Scenario | None:
+    """bench/bare_proxy.py: the smallest uvloop + httptools relay, no job at all. Not a peer:
+    the floor under any Python event-loop proxy on this machine, for the CPU budget."""
+    port = free_port()
+    proc = procs.start(pinned(PROXY_CPU, [sys.executable, str(REPO / "bench" / "bare_proxy.py"),
+                                          str(port), f"127.0.0.1:{origin_port}"]),
+                       stdout=subprocess.DEVNULL, stderr=(tmp / "bare.log").open("wb"))
+    try:
+        wait_port(port, timeout=30)
+    except RuntimeError:
+        print("bare relay did not start; its reference row is left out", file=sys.stderr)
+        return None
+    url = f"http://127.0.0.1:{port}"
+    code, body = curl("-x", url, f"http://{OTHER_HOST}/")
+    if code != 200 or body != BODY:
+        print(f"bare relay answers {code}; its reference row is left out", file=sys.stderr)
+        return None
+    return Scenario("bare", "bare uvloop + httptools relay (reference; does not do the job)",
+                    url, f"http://{OTHER_HOST}/", OTHER_HOST, proc.pid)
 
 
 Starter = Callable[[Procs, Path, int, Peer], None]
@@ -459,6 +504,8 @@ class Round:
     wrk: WrkResult
     cpu_s: float | None  # proxy (or, for direct, origin) process-tree CPU seconds
     others_s: float = 0.0  # CPU 1 busy time not spent by the proxy (other tenants' work)
+    loop_s: float | None = None  # linewarden: its event-loop thread's share of cpu_s
+    ledger: tuple[float, float] | None = None  # linewarden: (rows, commits) in the round
 
     @property
     def core_share(self) -> float:
@@ -544,7 +591,8 @@ def table(scenarios: list[Scenario]) -> str:
         if sc.name == "direct" and cpu is not None:
             cpu_text = f"({cpu:,.1f} origin)"
         per_core = "—" if not cpu or sc.name == "direct" else f"{1e6 / cpu:,.0f}"
-        verified = "—" if sc.peer is None else ("yes" if sc.peer.verified else "**NO** (flagged)")
+        verified = ("no job" if sc.name == "bare" else "—" if sc.peer is None
+                    else "yes" if sc.peer.verified else "**NO** (flagged)")
         errors = sum(r.wrk.error_count for r in sc.rounds)
         lines.append(
             f"| {sc.label} | {verified} | {median(rps):,.0f} "
@@ -609,6 +657,47 @@ def targets(scenarios: list[Scenario]) -> list[str]:
     return ["| target (issue 7, one worker) | this run | |", "|---|---:|---|", *out]
 
 
+def budget(scenarios: list[Scenario], connections: int) -> list[str]:
+    """Where linewarden's CPU per request goes, against issue 7's limit of 1.5x HAProxy's:
+    the Python floor (the bare relay), the event loop, and the ledger writer's thread."""
+    by = {sc.name: sc for sc in scenarios}
+    hap, bare, lw, other = (by.get(n) for n in ("haproxy", "bare", "linewarden",
+                                                 "linewarden-other"))
+    hc = hap.cpu() if hap else None
+    if not hc or lw is None or not lw.rounds or any(r.loop_s is None for r in lw.rounds):
+        return []
+    limit = 1.5 * hc
+    loop = median([(r.loop_s or 0.0) * 1e6 / r.wrk.requests for r in lw.rounds])
+    writer = median([((r.cpu_s or 0.0) - (r.loop_s or 0.0)) * 1e6 / r.wrk.requests
+                     for r in lw.rounds])
+    counted = [r.ledger for r in lw.rounds if r.ledger and r.ledger[1]]
+    per_commit = (sum(c[0] for c in counted) / sum(c[1] for c in counted)) if counted else None
+    rows = [("HAProxy: the whole job", hc), ("issue 7's limit for linewarden (1.5\u00d7 HAProxy)",
+                                            limit)]
+    if bare and bare.cpu():
+        rows.append(("bare relay: a Python event loop relaying, no job (the floor)",
+                     bare.cpu() or 0.0))
+    if other and other.cpu():
+        rows.append(("linewarden → non-partner: stripping, no disclosure", other.cpu() or 0.0))
+    commits = f"{per_commit:.0f} rows per commit" if per_commit else "rows per commit unknown"
+    rows += [("linewarden → partner: event-loop thread", loop),
+             (f"linewarden → partner: ledger writer thread (SQLite, {commits}, fsync each)",
+              writer),
+             ("linewarden → partner: the whole process", lw.cpu() or 0.0)]
+    out = ["| where | CPU µs/request | \u00d7 HAProxy's |", "|---|---:|---:|",
+           *(f"| {what} | {us:,.1f} | {us / hc:.2f}\u00d7 |" for what, us in rows), ""]
+    floor = (bare.cpu() or 0.0) if bare else 0.0
+    out.append(
+        f"The ledger writer alone spends {writer:,.1f} µs per disclosure, "
+        f"{writer / limit:.0%} of the limit: committing each disclosure before it is sent "
+        "(PRODUCT.md invariant 4) costs that much CPU at the commit sizes this load allows "
+        f"(wrk's {connections} connections bound a batch)."
+        + (f" With the bare relay's floor of {floor:,.1f} µs, a partner request costs at least "
+           f"{floor + writer:,.1f} µs ({(floor + writer) / hc:.2f}\u00d7 HAProxy's) before any "
+           "parsing, stripping, policy or claims." if floor else ""))
+    return out
+
+
 def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: list[Peer],
                   meta: dict[str, Any], seconds: float, rounds: int) -> None:
     out_dir: Path = args.output_dir
@@ -634,11 +723,12 @@ def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: li
     }
     (out_dir / "peers.json").write_text(json.dumps(data, indent=2) + "\n")
     chart = out_dir / "peers.png"
-    res = subprocess.run([str(VENV / "bin" / "python"), str(HERE / "chart.py"),
-                          str(out_dir / "peers.json"), str(chart)],
-                         capture_output=True, text=True)
-    chart_note = (f"![req/s and CPU per request]({chart.name})" if res.returncode == 0
-                  else f"(chart failed: {res.stderr.strip()[-300:]})")
+    python = VENV / "bin" / "python"  # matplotlib lives in the bench-only venv
+    res = subprocess.run([str(python), str(HERE / "chart.py"), str(out_dir / "peers.json"),
+                          str(chart)], capture_output=True, text=True) if python.exists() else None
+    chart_note = (f"![req/s and CPU per request]({chart.name})" if res and res.returncode == 0
+                  else f"(chart failed: {res.stderr.strip()[-300:]})" if res
+                  else f"(no chart: {python} is missing; run without --no-install)")
 
     peer_lines = []
     for p in peers:
@@ -649,6 +739,7 @@ def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: li
             peer_lines.append(f"  - {'ok' if ok else '**FAIL**'}: {what}"
                               + ("" if ok else f" — {detail}"))
     la0, la1 = meta["loadavg_before"], meta["loadavg_after"]
+    spent = budget(scenarios, args.connections)
     report = "\n".join([
         "# Peer benchmark: the header-enrichment job, side by side",
         "",
@@ -674,6 +765,7 @@ def write_outputs(args: argparse.Namespace, scenarios: list[Scenario], peers: li
         "",
         *(["## linewarden against issue 7's targets", "", *targets(scenarios), ""]
           if targets(scenarios) else []),
+        *(["## Where linewarden's CPU per request goes", "", *spent, ""] if spent else []),
         "## Machine and setup",
         "",
         f"- Date: {meta['date']} UTC. CPU: {meta['cpu']}, {meta['cores']} cores; "
@@ -803,6 +895,9 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
 
     scenarios = [Scenario("direct", "direct to nginx (the limit)",
                           f"http://127.0.0.1:{origin_port}", "/", "origin.test", nginx.pid)]
+    bare = start_bare(procs, tmp, origin_port)
+    if bare is not None:
+        scenarios.append(bare)
     for p in peers:
         if p.start_error or p.proc is None:
             continue
@@ -834,12 +929,20 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         if sc.peer and sc.peer.proc and sc.peer.proc.poll() is not None:
             raise RuntimeError(f"{sc.peer.label} exited ({sc.peer.proc.returncode}):\n"
                                + (tail(sc.peer.log) if sc.peer.log else ""))
+        metrics = sc.peer.metrics_url if sc.peer else ""
         cpu0, busy0 = tree_cpu_seconds(sc.cpu_pid), cpu_busy_seconds(PROXY_CPU)
+        loop0, led0 = thread_cpu_seconds(sc.cpu_pid), metrics and ledger_counts(metrics)
         res = run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
                       connections=args.connections, threads=1, cpu=CLIENT_CPU)
         cpu1, busy1 = tree_cpu_seconds(sc.cpu_pid), cpu_busy_seconds(PROXY_CPU)
+        loop1, led1 = thread_cpu_seconds(sc.cpu_pid), metrics and ledger_counts(metrics)
         own = cpu1 - cpu0 if sc.name != "direct" else 0.0
-        return Round(res, cpu1 - cpu0, (busy1 - busy0) - own)
+        r = Round(res, cpu1 - cpu0, (busy1 - busy0) - own)
+        if metrics and loop0 is not None and loop1 is not None:
+            r.loop_s = loop1 - loop0
+        if led0 and led1:
+            r.ledger = (led1[0] - led0[0], led1[1] - led0[1])
+        return r
 
     print(f"load: wrk -t1 -c{args.connections}, {rounds} x {seconds:g} s, interleaved; "
           f"wrk + nginx on CPU {CLIENT_CPU}, proxies on CPU {PROXY_CPU}", flush=True)
@@ -873,6 +976,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
     print()
     print(table(scenarios))
     print("\n" + "\n".join(targets(scenarios)))
+    print("\n" + "\n".join(budget(scenarios, args.connections)))
     print(f"\nwritten to {args.output_dir / 'peers.md'} and peers.png")
     return 0
 
