@@ -20,8 +20,12 @@ Steps:
 4. Replaces the echo origin by nginx on the same port (pinned to CPU 0) and loads each scenario
    with wrk -t1 -c50 keep-alive (absolute-form requests through the proxies), pinned to CPU 0,
    rounds interleaved. CPU per request: the proxy's process-tree CPU time (utime + stime from
-   /proc/PID/stat, all its processes) over the round, divided by the requests.
-5. Writes bench/results/peers.md, peers.json and the bar chart peers.png.
+   /proc/PID/stat, all its processes) over the round, divided by the requests. Beside the
+   peers, bench/bare_proxy.py (a relay doing no job) is measured as the floor of a Python
+   event-loop proxy, and linewarden's CPU is split between its event-loop thread and its
+   ledger writer thread.
+5. Writes bench/results/peers.md (with issue 7's targets and where linewarden's CPU per
+   request goes), peers.json and the bar chart peers.png.
 
 Every process started here is stopped by PID on exit, error, Ctrl-C or SIGTERM.
 """
