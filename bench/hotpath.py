@@ -106,21 +106,21 @@ class Sent:
     """Counts requests reaching their upstream (`ClientConnection._send`) in this round."""
 
     def __init__(self, expected: int) -> None:
-        self.expected, self.count = expected, 0
-        self.all_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.expected = expected
+        self.expect()
         original = self.original = ClientConnection._send
-        sent = self
 
         def counting(conn: ClientConnection, exchange: Any, upstream: Any) -> None:
             original(conn, exchange, upstream)
-            sent.count += 1
-            if sent.count == sent.expected and not sent.all_sent.done():
-                sent.all_sent.set_result(None)
+            self.count += 1
+            if self.count == self.expected and not self.all_sent.done():
+                self.all_sent.set_result(None)
         ClientConnection._send = counting  # type: ignore[method-assign]
 
     def expect(self) -> None:
+        """A new round: count from zero, and a fresh future to wait on."""
         self.count = 0
-        self.all_sent = asyncio.get_running_loop().create_future()
+        self.all_sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def close(self) -> None:
         ClientConnection._send = self.original  # type: ignore[method-assign]

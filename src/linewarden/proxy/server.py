@@ -402,8 +402,7 @@ class ClientConnection(asyncio.Protocol):
         decision = exchange.decision = decide(
             exchange.head, binding, rules, switch_tripped=gw.switch_tripped(), now=gw.clock(),
             nonce=rules.settings.draw_nonce() if rules.needs_nonce else b"")
-        if decision.stripped or decision.withheld is not None or not decision.forwarded:
-            self._count(decision)
+        self._count(decision)
         if not decision.forwarded:
             self._fail_and_close(decision.status, decision.reason)
             return
