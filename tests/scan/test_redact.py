@@ -100,5 +100,5 @@ def test_redact_to_the_source_directory_is_refused(tmp_path: Path) -> None:
     log.write_bytes(b"call 07400 900123\n")
     result = CliRunner().invoke(scan, [str(tmp_path), "--redact-to", str(tmp_path)])
     assert result.exit_code == 2
-    assert "would overwrite the original" in result.output
+    assert "is the --redact-to directory" in result.output
     assert log.read_bytes() == b"call 07400 900123\n"

@@ -4,68 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 import click
 
 from linewarden.names import IdentityNames
 from linewarden.scan.detect import DEFAULT_REGIONS
 from linewarden.scan.files import InputError
+from linewarden.scan.progress import ProgressLine, known_total
 from linewarden.scan.redact import DEFAULT_TOKEN
 from linewarden.scan.report import FileReport, render_json, render_text
-from linewarden.scan.scanner import ScanOptions, scan_paths
+from linewarden.scan.scanner import ScanOptions, collect_sources, scan_paths
 
 EXIT_CLEAN = 0
 EXIT_FOUND = 1
 EXIT_ERROR = 2
 
 
-class _ProgressLine:
-    """One self-rewriting line on a terminal: files, bytes and rate. Silent elsewhere."""
-
-    # Redrawing more often than this costs time and flickers.
-    INTERVAL = 0.2
-
-    def __init__(self, stream: TextIO, total_files: int) -> None:
-        self.stream = stream
-        self.total_files = total_files
-        self.files = 0
-        self.bytes = 0
-        self.started = time.monotonic()
-        self._drawn = 0.0
-
-    def __call__(self, scanned: int, file_done: bool) -> None:
-        self.bytes += scanned
-        self.files += file_done
-        now = time.monotonic()
-        if now - self._drawn >= self.INTERVAL or self.files == self.total_files:
-            self._drawn = now
-            rate = self.bytes / max(now - self.started, 1e-6) / 1e6
-            self.stream.write(
-                f"\rscanning: {self.files}/{self.total_files} files, "
-                f"{self.bytes / 1e6:,.1f} MB, {rate:,.1f} MB/s "
-            )
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 def _fail(message: str) -> NoReturn:
     click.echo(f"linewarden scan: error: {message}", err=True)
     sys.exit(EXIT_ERROR)
-
-
-def _count_files(paths: tuple[str, ...]) -> int:
-    from linewarden.scan.scanner import collect_sources
-
-    try:
-        return len(collect_sources(paths))
-    except InputError:
-        return 0
 
 
 @click.command(
@@ -127,7 +85,9 @@ def _count_files(paths: tuple[str, ...]) -> int:
 )
 @click.option(
     "--progress/--no-progress", default=None,
-    help="Show a progress line on stderr. [default: when stderr is a terminal]",
+    help="Show a progress line on stderr: files, bytes done of the total, rate and ETA "
+    "(total and ETA when every input's size is known: plain files). "
+    "[default: when stderr is a terminal]",
 )
 def scan(
     paths: tuple[str, ...],
@@ -174,11 +134,15 @@ def scan(
         token=token,
         hash_key=key,
         workers=workers or os.cpu_count() or 1,
+        locations=as_json,
     )
     show_progress = sys.stderr.isatty() if progress is None else progress
-    bar = _ProgressLine(sys.stderr, _count_files(paths)) if show_progress else None
+    bar: ProgressLine | None = None
     reports: list[FileReport] = []
     try:
+        if show_progress:
+            sources = collect_sources(paths, redact_to)
+            bar = ProgressLine(sys.stderr, len(sources), known_total(sources))
         reports.extend(scan_paths(paths, options, bar))
     except (InputError, ValueError) as exc:
         _fail(str(exc).rstrip(".") + ".")

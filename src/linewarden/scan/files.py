@@ -56,16 +56,37 @@ def _is_gzip(path: str) -> bool:
         return False
 
 
-def iter_sources(paths: Iterable[str]) -> Iterator[Source]:
-    """Every file named or found under a named directory (sorted, symlinks not followed)."""
+def _inside(path: str, directory: str) -> bool:
+    """Whether `path` is `directory` or below it; both already `os.path.realpath`ed."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def iter_sources(paths: Iterable[str], exclude: str | None = None) -> Iterator[Source]:
+    """Every file named or found under a named directory (sorted, symlinks not followed).
+
+    `exclude` (the `--redact-to` directory) is never entered, however it or the scanned
+    path is spelled (relative, through a symlink): a rerun would otherwise scan last run's
+    copies and nest `clean/clean`. Compared on resolved paths, so spellings cannot differ.
+    """
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for arg in paths:
         if arg == STDIN:
             yield Source(STDIN, "stdin", False)
             continue
         if os.path.isdir(arg):
+            if skip is not None and _inside(os.path.realpath(arg), skip):
+                raise InputError(
+                    f"{arg}: is the --redact-to directory {exclude} (or inside it); "
+                    "scan the originals, or choose another --redact-to."
+                )
             root = Path(arg)
             for dirpath, dirnames, filenames in os.walk(arg):
                 dirnames.sort()
+                if skip is not None:
+                    dirnames[:] = [
+                        d for d in dirnames
+                        if os.path.realpath(os.path.join(dirpath, d)) != skip
+                    ]
                 for name in sorted(filenames):
                     full = os.path.join(dirpath, name)
                     if os.path.isfile(full) and not os.path.islink(full):

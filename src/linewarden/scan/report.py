@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
@@ -23,6 +23,20 @@ _KEEP_HEAD = 2
 _KEEP_TAIL = 3
 # The text report lists at most this many distinct values per file; JSON lists all.
 TEXT_VALUES_MAX = 10
+# `--json` lists where each finding is (line, column) up to this many per file: enough to
+# review or patch a log by hand, bounded so a dense multi-GB log cannot exhaust memory
+# (about 100 bytes each); `locations_omitted` says how many more there were.
+LOCATIONS_MAX = 100_000
+
+
+class Location(NamedTuple):
+    """Where one finding is: 1-based line, 1-based byte column (as ripgrep's --column)."""
+
+    line: int
+    column: int
+    kind: str
+    value: str  # canonical; masked on output
+    header: str | None
 
 
 @dataclass
@@ -40,6 +54,12 @@ class FileReport:
     redacted_to: str | None = None
     backup: str | None = None
     error: str | None = None
+    keep_locations: bool = False  # only `--json` lists them
+    locations: list[Location] = field(default_factory=list)
+    locations_omitted: int = 0
+    # Bytes since the last newline at the end of the chunks so far: a giant line cut across
+    # chunks (`files.MAX_CARRY`) keeps counting its columns from its real start.
+    _line_tail: int = 0
 
     @property
     def findings(self) -> int:
@@ -57,8 +77,23 @@ class FileReport:
             if self.first_line is None:
                 self.first_line = base + findings[0].line
             self.last_line = base + findings[-1].line
+            if self.keep_locations:
+                self._locate(chunk, findings, base)
         self.size += len(chunk)
-        self.lines += chunk.count(b"\n")
+        newlines = chunk.count(b"\n")
+        self.lines += newlines
+        tail = len(chunk) - chunk.rfind(b"\n") - 1
+        self._line_tail = tail if newlines else self._line_tail + tail
+
+    def _locate(self, chunk: bytes, findings: Sequence[Finding], base: int) -> None:
+        room = LOCATIONS_MAX - len(self.locations)
+        for f in findings[:room]:
+            line_start = chunk.rfind(b"\n", 0, f.start) + 1
+            column = f.start - line_start + 1
+            if line_start == 0:
+                column += self._line_tail
+            self.locations.append(Location(base + f.line, column, f.kind, f.value, f.header))
+        self.locations_omitted += max(len(findings) - room, 0)
 
     def merge(self, part: FileReport) -> None:
         """Append the report of the byte range that follows this one in the same file."""
@@ -72,6 +107,11 @@ class FileReport:
                 self.first_line = base + part.first_line
             assert part.last_line is not None
             self.last_line = base + part.last_line
+        # A range starts after a newline (`files.split_ranges`): only lines shift.
+        room = max(LOCATIONS_MAX - len(self.locations), 0)
+        self.locations.extend(loc._replace(line=base + loc.line) for loc in part.locations[:room])
+        self.locations_omitted += part.locations_omitted + max(len(part.locations) - room, 0)
+        self._line_tail = part._line_tail
         self.size += part.size
         self.lines += part.lines
         self.error = self.error or part.error
@@ -88,6 +128,18 @@ class FileReport:
             "values": [show(v, k, reveal) for v, k in self.values.items()],
             "first_line": self.first_line,
             "last_line": self.last_line,
+            "locations": [
+                {
+                    "file": self.path,
+                    "line": loc.line,
+                    "column": loc.column,
+                    "kind": loc.kind,
+                    "value": show(loc.value, loc.kind, reveal),
+                    "header": loc.header,
+                }
+                for loc in self.locations
+            ],
+            "locations_omitted": self.locations_omitted,
             "redacted_to": self.redacted_to,
             "backup": self.backup,
             "error": self.error,

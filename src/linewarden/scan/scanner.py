@@ -52,6 +52,7 @@ class ScanOptions:
     token: str = redact.DEFAULT_TOKEN
     hash_key: bytes | None = field(default=None, repr=False)
     workers: int = 1
+    locations: bool = False  # keep each finding's line and column (for --json)
 
     @property
     def redacting(self) -> bool:
@@ -74,20 +75,21 @@ class _Worker:
         self.detector = Detector(options.regions, options.names)
         self.tokenizer = redact.Tokenizer(options.token, options.hash_key)
 
-    def run(self, unit: _Unit) -> FileReport:
-        report = FileReport(unit.source.path)
+    def run(self, unit: _Unit, progress: Progress | None = None) -> FileReport:
+        """Scan (or redact) one unit; `progress`, in this process only, hears of each chunk."""
+        report = FileReport(unit.source.path, keep_locations=self.options.locations)
         try:
             if self.options.redacting:
-                self._redact(unit.source, report)
+                self._redact(unit.source, report, progress)
             else:
-                self._scan(unit, report)
+                self._scan(unit, report, progress)
         except (InputError, redact.RedactError) as exc:
             report.error = str(exc)
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             report.error = _read_error(unit.source, exc)
         return report
 
-    def _scan(self, unit: _Unit, report: FileReport) -> None:
+    def _scan(self, unit: _Unit, report: FileReport, progress: Progress | None) -> None:
         stream = open_source(unit.source)
         with contextlib.ExitStack() as stack:
             if not unit.source.is_stdin:
@@ -97,6 +99,8 @@ class _Worker:
             limit = -1 if unit.end < 0 else unit.end - unit.start
             for chunk in iter_chunks(stream, limit=limit):
                 report.add_chunk(chunk, self.detector.scan(chunk))
+                if progress is not None:
+                    progress(len(chunk), False)
 
     def _target(self, source: Source) -> str:
         if self.options.in_place:
@@ -112,7 +116,7 @@ class _Worker:
             )
         return target
 
-    def _redact(self, source: Source, report: FileReport) -> None:
+    def _redact(self, source: Source, report: FileReport, progress: Progress | None) -> None:
         target = self._target(source)
         backup = None
         if self.options.in_place and self.options.backup_suffix:
@@ -132,6 +136,8 @@ class _Worker:
                 findings = self.detector.scan(chunk)
                 report.add_chunk(chunk, findings)
                 out.write(redact.apply(chunk, findings, self.tokenizer))
+                if progress is not None:
+                    progress(len(chunk), False)
             if self.options.in_place and not report.findings:
                 return  # nothing to remove: leave the original untouched, no backup
             out.commit(backup)
@@ -181,16 +187,20 @@ def plan(sources: Sequence[Source], options: ScanOptions) -> list[_Unit]:
     return units
 
 
-def collect_sources(paths: Sequence[str]) -> list[Source]:
-    """The inputs, without our own temporary files (left by a killed earlier run)."""
-    return [s for s in iter_sources(paths) if redact.TEMP_MARK not in os.path.basename(s.path)]
+def collect_sources(paths: Sequence[str], redact_to: str | None = None) -> list[Source]:
+    """The inputs, without our own temporary files (left by a killed earlier run) and
+    without anything under the `--redact-to` directory (our own output)."""
+    return [
+        s for s in iter_sources(paths, exclude=redact_to)
+        if redact.TEMP_MARK not in os.path.basename(s.path)
+    ]
 
 
 def scan_paths(
     paths: Sequence[str], options: ScanOptions, progress: Progress | None = None
 ) -> Iterator[FileReport]:
     """One report per input file, in input order. Raises InputError for a bad argument."""
-    sources = collect_sources(paths)
+    sources = collect_sources(paths, options.redact_to)
     if options.in_place and any(s.is_stdin for s in sources):
         raise InputError("standard input cannot be redacted in place; use --redact-to.")
     units = plan(sources, options)
@@ -199,9 +209,10 @@ def scan_paths(
         parts_left[unit.index] += 1
     merged: dict[int, FileReport] = {}
     next_index = 0
-    for unit, part in _execute(units, options):
+    for unit, part, told in _execute(units, options, progress):
         if progress is not None:
-            progress(part.size, parts_left[unit.index] == 1)
+            # A unit run in this process told its bytes chunk by chunk already.
+            progress(0 if told else part.size, parts_left[unit.index] == 1)
         if unit.index in merged:
             merged[unit.index].merge(part)
         else:
@@ -213,21 +224,25 @@ def scan_paths(
             next_index += 1
 
 
-def _execute(units: list[_Unit], options: ScanOptions) -> Iterator[tuple[_Unit, FileReport]]:
+def _execute(
+    units: list[_Unit], options: ScanOptions, progress: Progress | None
+) -> Iterator[tuple[_Unit, FileReport, bool]]:
+    """(unit, its report, whether `progress` already heard of its bytes), in unit order."""
     local = [u for u in units if u.source.is_stdin]
     pooled = [u for u in units if not u.source.is_stdin]
     worker = _Worker(options)  # validates the options here, before any process starts
     for unit in local:
-        yield unit, worker.run(unit)
+        yield unit, worker.run(unit, progress), True
     if options.workers <= 1 or len(pooled) <= 1:
         for unit in pooled:
-            yield unit, worker.run(unit)
+            yield unit, worker.run(unit, progress), True
         return
     # fork: workers inherit the compiled detector's inputs without pickling them.
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(min(options.workers, len(pooled)), _init_worker, (options,))
     try:
-        yield from pool.imap(_run_unit, pooled)
+        for unit, report in pool.imap(_run_unit, pooled):
+            yield unit, report, False
         pool.close()
     except BaseException:
         pool.terminate()
