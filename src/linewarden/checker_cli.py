@@ -12,6 +12,8 @@ import click
 import uvicorn
 
 from linewarden.checker import validate_regions
+from linewarden.cli_support import fail
+from linewarden.listen import ListenError, bind_tcp
 from linewarden.names import IdentityNames
 from linewarden.web.checker import make_checker_app
 
@@ -70,14 +72,21 @@ def checker(
     """Serve the leak checker: / for people, /api/check for JSON."""
     host, port = listen
     app = make_checker_app(regions, IdentityNames(extra_names, extra_suffixes))
+    # Bound before the banner: a busy port is one line and exit 1, not a banner followed
+    # by uvicorn's error.
+    try:
+        sock = bind_tcp(host, port, "--listen")
+    except ListenError as exc:
+        fail(str(exc))
     click.echo(f"linewarden checker on http://{listen_url_host(host)}:{port}/", err=True)
     # access_log off: the client address and path of a subscriber's visit are personal data,
     # and this page promises not to log. proxy_headers off: the X-Forwarded-* headers are
     # what we display, not something to trust for the client address.
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, access_log=False, proxy_headers=False,
         server_header=False, log_level="warning",
-    )
+    ))
+    server.run(sockets=[sock])
 
 
 def listen_url_host(host: str) -> str:
