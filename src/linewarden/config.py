@@ -225,6 +225,10 @@ class ProfilesSection(_Section):
     file: str  # .csv, or SQLite (.db / .sqlite / .sqlite3)
     table: str = Field(default="profiles", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     reload_interval: float = Field(default=5.0, gt=0)
+    # Create the file, with no subscribers, if it does not exist. Off by default: a
+    # mistyped path must stop start-up, not silently mean "nobody opted out". The demo
+    # sets it so that /me's opt-out works from a fresh clone.
+    create: bool = False
 
 
 # ---- [canary]: the probe subscriber and its control sites (docs/canary.md)

@@ -111,6 +111,38 @@ def load_profiles(path: Path, table: str = "profiles") -> dict[str, Profile]:
     return profiles
 
 
+# Profiles say who opted out of what: readable by the gateway's user only (issue 15).
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+COLUMNS = ("msisdn", "age_verified", "opt_out")
+
+
+def create_empty(path: Path, table: str = "profiles") -> bool:
+    """Create a profiles file with no subscribers if `path` does not exist (CSV: the header
+    row; SQLite: the table). Returns whether it created one."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
+    if path.suffix.lower() in SQLITE_SUFFIXES:
+        if not table.isidentifier():
+            raise ProfileError(f"table name '{table}' is not an identifier")
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                       "(msisdn TEXT PRIMARY KEY, age_verified TEXT, opt_out TEXT)")
+            db.commit()
+        os.chmod(path, FILE_MODE)
+    else:
+        # O_EXCL: two instances starting at once do not clobber each other's first opt-out.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(",".join(COLUMNS) + "\n")
+    log.info("profiles: created %s with no subscribers ([profiles] create)", path)
+    return True
+
+
 class ProfileBook:
     """The profiles in use, and the file they came from (reloaded when it changes)."""
 

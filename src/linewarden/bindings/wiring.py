@@ -3,6 +3,7 @@ joined to its reads) and the RADIUS listener `[radius]` asks for."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -10,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from ..sourcemap import ConfigError
 from . import BindingStore
 from .memory import MemoryStore
-from .profiles import ProfileBook, ProfiledStore, ProfileError
+from .profiles import ProfileBook, ProfiledStore, ProfileError, create_empty
 from .radius import RadiusListener, listener_settings
 from .redis import RedisStore
 
@@ -29,9 +30,12 @@ def open_store(config: Config) -> BindingStore:
     profiles = config.model.profiles
     if profiles is None:
         return store
+    path = config.resolve_path(profiles.file)
     try:
-        book = ProfileBook(config.resolve_path(profiles.file), profiles.table)
-    except ProfileError as exc:
+        if profiles.create:
+            create_empty(path, profiles.table)
+        book = ProfileBook(path, profiles.table)
+    except (ProfileError, OSError, sqlite3.Error) as exc:
         raise ConfigError(config.path, None, f"[profiles] {exc}",
                           "fix the file or the [profiles] file setting") from None
     return ProfiledStore(store, book, profiles.reload_interval)
