@@ -19,7 +19,14 @@ from .bindings import Binding
 from .claims import Secrets, render, subscriber_key
 from .http import HOP_BY_HOP, connection_tokens
 from .names import IdentityNames, has_alias_chars
-from .policy import Partner, Policy, matchable_path, normalise_host
+from .policy import (
+    Partner,
+    Policy,
+    UnsafePolicyError,
+    header_name_problems,
+    matchable_path,
+    normalise_host,
+)
 
 # The token this gateway adds to Via (RFC 9110 §7.6.3); seeing it on input means a loop.
 VIA_TOKEN = b"linewarden"
@@ -61,6 +68,12 @@ class Rules:
     _triage: dict[bytes, int] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        # The lint refuses these already; a Policy built any other way (an embedding, a
+        # fault hook) must not put a framing field on the wire either. Once, here: never
+        # per request.
+        unsafe = header_name_problems(self.policy)
+        if unsafe:
+            raise UnsafePolicyError(unsafe)
         names = self.policy.identity_names(self.settings.extra_identity_names,
                                            self.settings.extra_identity_suffixes)
         object.__setattr__(self, "names", names)

@@ -12,6 +12,62 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 })
 
+# ---------------------------------------------------------------- names a partner may not use
+#
+# A partner header is appended to the request the gateway forwards, after the client's own
+# fields. Under any of these names it would not be "one more header" but would change how
+# the message is framed, routed or authorised. Issue 15: `policy check` accepted a partner
+# header `Content-Length`, and the wire then carried `Content-Length: 234-10` beside the
+# real one (a framing desync); a `Cookie` one replaced the client's cookie, a `Host` one
+# made a second Host. The policy lint (policy.py) and `Rules` (decide.py) both read this.
+# Compared lower-cased: field names are case-insensitive (RFC 9110 §5.1).
+RESERVED_FIELDS: dict[str, str] = {
+    # Hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §9.6, §7.4) and message framing (RFC 9112 §6):
+    # the gateway drops or rebuilds these itself; a second value desyncs the next hop.
+    "connection": "a hop-by-hop field (RFC 9110 §7.6.1)",
+    "keep-alive": "a hop-by-hop field (RFC 9110 §7.6.1)",
+    "te": "a hop-by-hop field (RFC 9110 §10.1.4)",
+    "trailer": "a hop-by-hop field (RFC 9110 §6.6.2)",
+    "content-length": "a framing field (RFC 9112 §6.2): a second value desyncs the origin",
+    "transfer-encoding": "a framing field (RFC 9112 §6.1): a second value desyncs the origin",
+    "upgrade": "a hop-by-hop field that switches protocols (RFC 9110 §7.8)",
+    "expect": "it changes how the body is sent (RFC 9110 §10.1.1)",
+    "max-forwards": "proxies consume it (RFC 9110 §7.6.2)",
+    # Routing and the client's own credentials: a partner value replaces or doubles them.
+    "host": "it routes the request (RFC 9110 §7.2): a second Host is a smuggling vector",
+    "cookie": "it carries the client's own session (RFC 6265 §5.4)",
+    "authorization": "it carries the client's own credentials (RFC 9110 §11.6.2)",
+    # Forwarding metadata the gateway writes or origins trust for the client's address.
+    "via": "the gateway writes it (RFC 9110 §7.6.3) and detects loops by it",
+    "forwarded": "origins trust it for the client's address (RFC 7239)",
+    # What the gateway itself writes in its own responses (error_response below).
+    "cache-control": "the gateway writes it (RFC 9111 §5.2)",
+}
+# Whole families, by prefix. `content-` is representation metadata (RFC 9110 §8: Type,
+# Encoding, Language, Location, Range; and Content-Length, RFC 9112 §6.2): it describes the
+# client's body, and a partner value beside the client's makes a singleton field ambiguous
+# (RFC 9110 §5.3) or states something false about a body the partner never saw. Content-Type
+# is also what the gateway writes in its own error responses. No partner needs any of them.
+RESERVED_PREFIXES: dict[str, str] = {
+    "content-": "representation metadata of the client's body (RFC 9110 §8)",
+    "proxy-": "a proxy's own field (RFC 9110 §11.7, Proxy-Connection from RFC 7230 §A.1.2)",
+    "x-forwarded-": "origins trust X-Forwarded-* for the client's address and scheme "
+                    "(the de-facto RFC 7239 predecessors)",
+}
+
+
+def reserved_field(name: str) -> str | None:
+    """Why a partner header may not be called `name` (any spelling), or None if it may."""
+    if not name.isascii():
+        return None  # not a token at all: refused as such (and str.lower maps K to k)
+    lname = name.lower()
+    reason = RESERVED_FIELDS.get(lname)
+    if reason is not None:
+        return reason
+    return next((why for prefix, why in RESERVED_PREFIXES.items()
+                 if lname.startswith(prefix)), None)
+
+
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",

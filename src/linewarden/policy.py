@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from .http import reserved_field
 from .names import IdentityNames, is_token, normalise
 from .sourcemap import ConfigError, ConfigErrors, Loc, SourceMap, load_toml, parse_toml
 
@@ -302,6 +303,11 @@ class PolicyError(ConfigErrors):
         self.errors = [ConfigError(f.path, f.line, f.message, f.fix) for f in self.findings]
 
 
+class UnsafePolicyError(PolicyError, ValueError):
+    """A policy the data plane refuses to run (a ValueError, so `serve` reports it as a
+    reason not to start rather than a crash)."""
+
+
 def load_policy(path: str | Path) -> tuple[Policy, list[Finding]]:
     """Read, validate and lint a policy file. Raises PolicyError (or ConfigError)."""
     data, smap = load_toml(path)
@@ -385,6 +391,30 @@ def normalise_pattern(pattern: str) -> str | None:
 
 # ---------------------------------------------------------------- lint
 
+def reserved_fix(partner_id: str, claim: str) -> str:
+    """The fix for a reserved partner header name: a name of the partner's own."""
+    words = "-".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+",
+                                                        f"{partner_id} {claim}") if w)
+    return f"agree a header name of its own with partner '{partner_id}', e.g. 'X-{words}'"
+
+
+def header_name_problems(policy: Policy) -> list[Finding]:
+    """Partner header names that are no token or that the gateway owns
+    (http.RESERVED_FIELDS), for a policy that may not have come through `lint`: the data
+    plane's second check."""
+    return [Finding("error", policy.source, p.line, p.id,
+                    f"header name '{spec.header}' is refused: {why}",
+                    reserved_fix(p.id, spec.claim))
+            for p in policy.partners for spec in p.claims
+            if (why := _unsafe_name(spec.header)) is not None]
+
+
+def _unsafe_name(header: str) -> str | None:
+    if not is_token(header) or "_" in header or "." in header:
+        return "not a valid token (RFC 9110 §5.1)"
+    return reserved_field(header)
+
+
 def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
     out: list[Finding] = []
     seen_ids: dict[str, int] = {}
@@ -424,6 +454,9 @@ def lint(partners: Sequence[PartnerModel], smap: SourceMap) -> list[Finding]:
             if not is_token(header) or "_" in header or "." in header:
                 add("error", key, f"header name '{header}' is not a valid token",
                     "use letters, digits and '-' only")
+            elif (why := reserved_field(header)) is not None:
+                add("error", key, f"header name '{header}' is reserved: {why}",
+                    reserved_fix(p.id, spec.claim))
             if spec.claim not in CLAIMS:
                 add("error", key, f"unknown claim '{spec.claim}' for header '{header}'",
                     f"use one of {', '.join(CLAIMS)}")

@@ -168,3 +168,37 @@ def test_explain_shows_the_oauth_client_and_its_privacy(tmp_path: Path) -> None:
     assert "partner 'shop' (billing, privacy: raw number)" in result.stdout
     assert ("OAuth client 'shop-app' (Number Verification): scopes number-verification:verify, "
             "number-verification:device-phone-number:read") in result.stdout
+
+
+RESERVED_SPELLINGS = ["content-length", "CONTENT-LENGTH", "Content-Length", "x-forwarded-host",
+                      "Proxy-Foo", "Transfer-Encoding", "host", "Cookie", "Authorization",
+                      "Connection", "Via", "X-Forwarded-For", "Content-Type"]
+
+
+def _partner_file(tmp_path: Path, header: str) -> Path:
+    path = tmp_path / "partners.toml"
+    path.write_text('[[partners]]\nid = "acme-pay"\npurpose = "billing"\n'
+                    'hosts = ["pay.example.com"]\n[partners.headers]\n'
+                    f'X-Acme-Sub = "pseudonym"\n"{header}" = "operator"\n')
+    return path
+
+
+@pytest.mark.parametrize("header", RESERVED_SPELLINGS)
+def test_check_refuses_a_partner_header_the_gateway_owns(tmp_path: Path, header: str) -> None:
+    """Issue 15: a `Content-Length` partner header put `Content-Length: 234-10` on the wire."""
+    result = run("policy", "check", str(_partner_file(tmp_path, header)))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (f"{tmp_path / 'partners.toml'}:7: partner 'acme-pay': error: header name "
+            f"'{header}' is reserved") in result.stderr
+    assert "(fix: agree a header name of its own with partner 'acme-pay'" in result.stderr
+    assert "the policy was not accepted" in result.stderr
+
+
+def test_check_accepts_names_that_only_resemble_reserved_ones(tmp_path: Path) -> None:
+    result = run("policy", "check", str(_partner_file(tmp_path, "X-Forwarded-Msisdn-Sub")))
+    assert result.returncode == 1  # an identity-looking X-Forwarded-* is still refused
+    for header in ("X-Content-Sub", "X-Host-Operator", "X-Via-Operator"):
+        result = run("policy", "check", str(_partner_file(tmp_path, header)))
+        assert result.returncode == 0, result.stderr
+        assert "OK, 1 partners (0 with the raw number)" in result.stdout
