@@ -23,6 +23,7 @@ from .migrations import SchemaError
 from .reports import (
     Report,
     ReportError,
+    access_report,
     incident_report,
     normalise_msisdn,
     parse_duration,
@@ -176,6 +177,22 @@ def purge(ctx: click.Context, older_than: str, as_json: bool, as_csv: bool) -> N
     signer = signer_from_config(config)
     with _store(config) as store:
         report = purge_ledger(store, age, signer)
+    _emit(report, as_json, as_csv)
+
+
+@audit.command()
+@click.option("--since", metavar="T", help="From T: ISO 8601 or a duration ago (30d).")
+@click.option("--until", metavar="T", help="Up to T (exclusive).")
+@_output_options
+@config_option
+@click.pass_context
+def access(ctx: click.Context, since: str | None, until: str | None, as_json: bool,
+           as_csv: bool) -> None:
+    """Every reveal of a subscriber's number by operator staff (admin API, `bindings
+    --reveal`): when, who, why, which subscriber key. For a compliance review."""
+    config = get_config(ctx)
+    with _store(config) as store:
+        report = access_report(store, _time(since), _time(until))
     _emit(report, as_json, as_csv)
 
 

@@ -121,9 +121,41 @@ _V2 = (
     "DROP INDEX disclosures_subscriber",
 )
 
+# v4: access records, one per reveal of a subscriber's number outside the data plane
+# (ledger/access.py): when, which operator principal, which subscriber key, why. Written
+# before the number is shown; never the number itself.
+_V4_SQLITE = (
+    """CREATE TABLE access_records (
+        id INTEGER PRIMARY KEY,
+        time_us INTEGER NOT NULL,
+        instance_id TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        subscriber_key BLOB NOT NULL CHECK (length(subscriber_key) = 32)
+    )""",
+    "CREATE INDEX access_records_subscriber ON access_records (subscriber_key, time_us)",
+    "CREATE INDEX access_records_time ON access_records (time_us)",
+)
+_V4_POSTGRES = (
+    """CREATE TABLE access_records (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        time_us BIGINT NOT NULL,
+        instance_id TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        subscriber_key BYTEA NOT NULL CHECK (length(subscriber_key) = 32)
+    )""",
+    "CREATE INDEX access_records_subscriber ON access_records (subscriber_key, time_us)",
+    "CREATE INDEX access_records_time ON access_records (time_us)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "disclosures, chain heads and checkpoints", _V1_SQLITE, _V1_POSTGRES),
     Migration(2, "covering index for the subscriber report", _V2, _V2),
+    Migration(4, "access records (reveals of a number outside the data plane)",
+              _V4_SQLITE, _V4_POSTGRES),
 )
 
 _SCHEMA_TABLE = {
@@ -156,14 +188,18 @@ def migrate(conn: Any, dialect: Dialect, *, begin: str, param: str,
             # minutes (v2 on 10 M rows), and a timeout would roll it back every time.
             cur.execute("SET LOCAL statement_timeout = 0")
         cur.execute(_SCHEMA_TABLE[dialect])
-        cur.execute("SELECT COALESCE(MAX(version), 0) FROM ledger_schema")
-        current = int(cur.fetchone()[0])
+        cur.execute("SELECT version FROM ledger_schema")
+        done = {int(row[0]) for row in cur.fetchall()}
+        current = max(done, default=0)
         newest = latest_version(migrations)
         if current > newest:
             raise SchemaError(f"the ledger has schema version {current}, newer than this "
                               f"linewarden knows ({newest}); upgrade linewarden")
+        # Every migration not yet recorded, in version order: by set, not "above the
+        # highest", so a number left free for a migration developed in parallel is still
+        # applied to a ledger that already has a later one (they are independent tables).
         for m in sorted(migrations, key=lambda m: m.version):
-            if m.version <= current:
+            if m.version in done:
                 continue
             before = _count(cur, dialect)
             for statement in m.statements(dialect):

@@ -6,6 +6,8 @@
 - `stats_report`: disclosures per partner per day.
 - `verify_ledger`: the chain and checkpoints, first problem per instance.
 - `purge_ledger`: retention that keeps the chain verifiable.
+- `access_report`: every reveal of a number by operator staff in a window (access.py);
+  the subscriber report lists the subscriber's own beside its disclosures.
 
 Each report function takes an open `Store` and is synchronous (the CLI calls it directly,
 the admin API from a worker thread). Times in and out are UTC; windows are
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 
+from .access import AccessEntry, subscriber_accesses, window_accesses
 from .chain import InstanceSummary, Problem, Signer, trusted_checkpoints, verify_instance
 from .store import Store
 
@@ -145,6 +148,8 @@ class SubscriberReport:
     since_us: int
     until_us: int
     entries: list[SubscriberEntry]
+    # Operator staff who revealed this subscriber's number (access.py), newest first.
+    accesses: list[AccessEntry] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -183,7 +188,8 @@ def subscriber_report(store: Store, subscriber_key: str, since: float | None = N
     entries = sorted(merged.values(), key=lambda e: (-e.last_us, e.partner_id, e.host))
     for e in entries:
         e.claims.sort()
-    return SubscriberReport(subscriber_key, since_us, until_us, entries)
+    accesses = subscriber_accesses(store, subscriber_key, since_us, until_us)
+    return SubscriberReport(subscriber_key, since_us, until_us, entries, accesses)
 
 
 # ---------------------------------------------------------------- incident
@@ -382,9 +388,28 @@ def purge_ledger(store: Store, older_than_s: float, signer: Signer,
     return PurgeReport(cutoff_us, store.purge(cutoff_us, signer))
 
 
+# ---------------------------------------------------------------- access records
+
+@dataclass
+class AccessReport:
+    since_us: int
+    until_us: int
+    accesses: list[AccessEntry]
+
+
+def access_report(store: Store, since: float | None = None,
+                  until: float | None = None) -> AccessReport:
+    """Every reveal of a number by operator staff in [since, until), oldest first."""
+    since_us, until_us = _us(since, 0), _us(until, FOREVER_US)
+    if until_us <= since_us:
+        raise ReportError("--until must be later than --since")
+    return AccessReport(since_us, until_us, window_accesses(store, since_us, until_us))
+
+
 # ---------------------------------------------------------------- output
 
-Report = SubscriberReport | IncidentReport | list[StatsRow] | VerifyReport | PurgeReport
+Report = (SubscriberReport | IncidentReport | list[StatsRow] | VerifyReport | PurgeReport
+          | AccessReport)
 
 
 def to_json(report: Report) -> Any:
@@ -439,6 +464,11 @@ def to_csv(report: Report) -> str:
     if isinstance(report, list):
         return _csv(["day", "partner_id", "disclosures"],
                     ([r.day, r.partner_id, r.disclosures] for r in report))
+    if isinstance(report, AccessReport):
+        return _csv(["time", "principal", "action", "reason", "subscriber_key",
+                     "instance_id"],
+                    ([iso(a.time_us), a.principal, a.action, a.reason, a.subscriber_key,
+                      a.instance_id] for a in report.accesses))
     if isinstance(report, VerifyReport):
         return _csv(["instance_id", "rows", "first_seq", "last_seq", "checkpoints_checked",
                      "problem"],
@@ -455,6 +485,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _accesses_text(accesses: Sequence[AccessEntry]) -> list[str]:
+    """The subscriber report's second part: reveals of the number by operator staff."""
+    if not accesses:
+        return ["", "No operator staff revealed this number in this period."]
+    rows = [[iso(a.time_us), a.principal, a.action, a.reason] for a in accesses]
+    return ["", "Viewed by operator staff (access records)",
+            _table(["When", "Who", "Action", "Reason"], rows)]
+
+
 def to_text(report: Report, *, subscriber_label: str = "") -> str:
     """Human-readable; the subscriber report is laid out to print and hand over."""
     if isinstance(report, SubscriberReport):
@@ -463,8 +502,10 @@ def to_text(report: Report, *, subscriber_label: str = "") -> str:
         head = ["Who received this subscriber's identity",
                 f"Subscriber: {subscriber_label or report.subscriber_key}",
                 f"Period: {window} (UTC)", f"Generated: {iso(time.time() * 1_000_000)}", ""]
+        viewed = _accesses_text(report.accesses)
         if not report.entries:
-            return "\n".join([*head, "No disclosures recorded in this period."]) + "\n"
+            return "\n".join([*head, "No disclosures recorded in this period.", *viewed]) \
+                + "\n"
         rows = [[e.partner_id, e.purpose, e.host, ", ".join(e.claims), iso(e.first_us),
                  iso(e.last_us), f"{e.count:,}"] for e in report.entries]
         partners = len({e.partner_id for e in report.entries})
@@ -474,7 +515,19 @@ def to_text(report: Report, *, subscriber_label: str = "") -> str:
         return "\n".join([*head, _table(["Partner", "Purpose", "Host", "Claims sent",
                                          "First", "Last", "Times"], rows), "",
                           f"{_n(report.total, 'disclosure')} to {_n(hosts, 'host')} of "
-                          f"{_n(partners, 'partner')}.", "Claims:", *explained]) + "\n"
+                          f"{_n(partners, 'partner')}.", "Claims:", *explained, *viewed]) \
+            + "\n"
+    if isinstance(report, AccessReport):
+        window = (f"{iso(report.since_us) if report.since_us else 'the start of the ledger'}"
+                  f" to {iso(report.until_us) if report.until_us < FOREVER_US else 'now'}")
+        if not report.accesses:
+            return f"No number was revealed to operator staff from {window} (UTC).\n"
+        rows = [[iso(a.time_us), a.principal, a.action, a.subscriber_key[:16], a.reason]
+                for a in report.accesses]
+        return (f"Numbers revealed to operator staff, {window} (UTC)\n\n"
+                + _table(["When", "Who", "Action", "Subscriber key", "Reason"], rows)
+                + f"\n\n{_n(len(report.accesses), 'access record')} of "
+                f"{_n(len({a.subscriber_key for a in report.accesses}), 'subscriber')}.\n")
     if isinstance(report, IncidentReport):
         rows = [[e.host, e.partner_id, e.purpose, ", ".join(e.claims), f"{e.subscribers:,}",
                  f"{e.disclosures:,}"] for e in report.hosts]

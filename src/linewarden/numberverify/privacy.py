@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -177,6 +178,8 @@ class PrivacyPage:
                          "<th>Purpose</th><th>Website</th><th>What it received</th>"
                          "<th>First time</th><th>Last time</th><th>How often</th></tr>"
                          f"{rows}</table></div>")
+        if report is not None:
+            parts.append(_accesses_html(report))
         parts.append("<h2>Stop sharing</h2>")
         everyone = OPT_OUT_ALL in opted
         if everyone:
@@ -197,6 +200,24 @@ class PrivacyPage:
             parts.append(f"<ul>{''.join(items)}</ul>"
                          + _form(token, OPT_OUT_ALL, "stop", "Stop sharing with everyone"))
         return _document("Your privacy", "".join(parts))
+
+
+def _day(time_us: int) -> str:
+    """`5 Dec 2026, 19:40 UTC`: a date a subscriber reads at a glance."""
+    moment = datetime.fromtimestamp(time_us / 1_000_000, tz=UTC)
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+def _accesses_html(report: SubscriberReport) -> str:
+    """Operator staff who revealed the number (ledger access records), in plain words;
+    the staff member is not named to the subscriber, the reason is."""
+    head = "<h2>Who at your operator viewed your number</h2>"
+    if not report.accesses:
+        return head + ('<p id="no-accesses">Nobody at your operator has looked up your '
+                       "number in our systems.</p>")
+    items = "".join(f"<li>Your number was viewed by operator staff on {_day(a.time_us)}, "
+                    f"reason: {escape(a.reason)}</li>" for a in report.accesses[:MAX_ROWS])
+    return head + f'<ul id="accesses">{items}</ul>'
 
 
 def _form(token: str, partner: str, action: str, label: str) -> str:
