@@ -71,13 +71,13 @@ class PartnerApp:
         with self.lock:
             self.last_token = str(token["access_token"])
         if request["scope"] == READ:
-            status, body = self._call("GET", "/number-verification/v0/device-phone-number",
+            status, body = self._call("GET", "/number-verification/v2/device-phone-number",
                                       self.last_token, None)
             return status, body
         phone = request["phone"]
         claim = ({"hashedPhoneNumber": hashlib.sha256(phone.encode()).hexdigest()}
                  if request["hashed"] else {"phoneNumber": phone})
-        status, body = self._call("POST", "/number-verification/v0/verify",
+        status, body = self._call("POST", "/number-verification/v2/verify",
                                   self.last_token, claim)
         return status, body
 

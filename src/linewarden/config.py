@@ -277,6 +277,13 @@ class CanarySection(_Section):
         return v
 
 
+class NumberVerificationSection(_Section):
+    # docs/numberverify.md. issuer: the public https URL partners reach the web listener
+    # by (OIDC `iss`, discovery); "" derives it from each request's scheme://host.
+    issuer: str = Field(default="", pattern=r"^(https?://[^?#]+[^/?#])?$")
+    rate_limit: int = Field(default=6000, ge=0)  # API calls a minute per client; 0: none
+
+
 class WebSection(_Section):
     listen: str = "127.0.0.1:8080"
     admin_token: str = ""
@@ -302,6 +309,7 @@ class ConfigModel(_Section):
     profiles: ProfilesSection | None = None  # no section: no subscriber profiles
     canary: CanarySection | None = None  # no section: no canary
     signing: SigningSection = SigningSection()
+    numberverify: NumberVerificationSection = NumberVerificationSection()
     partners: list[Any] = []  # validated by policy.py, which knows partners
 
 

@@ -123,7 +123,8 @@ class Service:
                               *guard_routes(admin, audit_routes(self.config)),
                               *numberverify_routes(self.config, self.store, self.recorder,
                                                    lambda: self.gateway.rules.policy,
-                                                   lambda: self.leakguard.switch.tripped)])
+                                                   lambda: self.leakguard.switch.tripped,
+                                                   self.settings.secrets)])
         self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
         if self.worker > 0:
             app, web_port = make_worker_app(self.metrics, self.store.count), web_port + self.worker

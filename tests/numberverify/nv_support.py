@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,16 +21,21 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from linewarden.assertion import KeyRing, Signer, SigningKey, new_private_key, public_jwk
 from linewarden.bindings import Binding
 from linewarden.bindings.memory import MemoryStore
+from linewarden.claims import Secrets
 from linewarden.decide import DisclosureRecord
 from linewarden.numberverify.api import NumberVerification, api_routes, oauth_routes
+from linewarden.numberverify.grants import GrantStore
 from linewarden.policy import Policy, parse_policy
+from linewarden.web.jwks import jwks_routes
 
 ROOT = Path(__file__).resolve().parents[2]
 MSISDN_A = "447400900222"  # bound to 127.0.0.2
 MSISDN_B = "447400900333"  # bound to 127.0.0.3
 LEDGER_KEY = b"nv-test-ledger-key"
+PSEUDONYM_SECRET = b"nv-test-pseudonym-secret"
 SHOP_SECRET = "shop-secret-0123456789"
 CARRIER_SECRET = "carrier-secret-0123456789"
 
@@ -126,11 +132,30 @@ def bound_store() -> MemoryStore:
     return store
 
 
-def start_operator(policy: Policy, **options: Any) -> Operator:
+def make_signer(algorithm: Any = "ES256") -> Signer:
+    """A key ring of one fresh key, as `keys.open_signer` would load it."""
+    private = new_private_key(algorithm)
+    jwk = public_jwk(private, algorithm)
+    key = SigningKey(kid=jwk["kid"], algorithm=algorithm, public_jwk=jwk,
+                     created=time.time(), private=private)
+    return Signer("urn:linewarden:test", KeyRing((key,)))
+
+
+def make_secrets(signer: Signer | None = None) -> Secrets:
+    return Secrets(pseudonym_secret=PSEUDONYM_SECRET, ledger_key=LEDGER_KEY,
+                   signer=signer or make_signer())
+
+
+def start_operator(policy: Policy, *,
+                   grants: Callable[[Clock], GrantStore] | None = None,
+                   **options: Any) -> Operator:
+    """`grants` makes the grant store on the operator's clock (default: memory)."""
     recorder, clock = ListRecorder(), Clock()
-    nv = NumberVerification(lambda: policy, bound_store(), recorder, LEDGER_KEY,
-                            clock=clock, **options)
-    app = Starlette(routes=[*oauth_routes(nv), *api_routes(nv)])
+    secrets = options.pop("secrets", None) or make_secrets()
+    nv = NumberVerification(lambda: policy, bound_store(), recorder, secrets,
+                            clock=clock, grants=grants(clock) if grants else None, **options)
+    app = Starlette(routes=[*oauth_routes(nv), *api_routes(nv),
+                            *jwks_routes(secrets.signer, clock=clock)])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
