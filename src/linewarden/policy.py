@@ -48,7 +48,7 @@ RAW_NUMBER_PURPOSES = ("billing", "own_services")
 # the main config file as well as a partners-only file.
 CONFIG_SECTIONS = frozenset(
     {"proxy", "radius", "bindings", "ledger", "store", "web", "canary", "identity", "strip",
-     "policy", "signing", "state_dir", "profiles"}
+     "policy", "signing", "state_dir", "profiles", "numberverify"}
 )
 
 _PSL = PublicSuffixList()
