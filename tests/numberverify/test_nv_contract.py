@@ -12,13 +12,23 @@ one says in paths, operations, schemas, security and error codes.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from nv_support import MSISDN_A, ListRecorder, bound_store, make_policy, make_secrets
-from published import published_openapi
+from nv_support import (
+    MSISDN_A,
+    ListRecorder,
+    bound_store,
+    make_policy,
+    make_secrets,
+    policy_text,
+)
+from published import OPENAPI, published, published_openapi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +39,7 @@ from linewarden.numberverify.grants import Grant
 from linewarden.numberverify.openapi import BASE_PATH, openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
+POLICY_TEXT = policy_text("https://shop.test/cb", "https://carrier.test/cb")
 POLICY = make_policy("https://shop.test/cb", "https://carrier.test/cb")
 NV = NumberVerification(lambda: POLICY, bound_store(), ListRecorder(), make_secrets())
 PUBLISHED_PATH = "/published-number-verification.json"
@@ -122,3 +133,48 @@ def test_our_document_says_what_the_published_one_says() -> None:
     codes = {code for response in ours["components"]["responses"].values()
              for code in _codes(ours, response)[1]}
     assert "NUMBER_VERIFICATION.INVALID_TOKEN_CONTEXT" not in codes
+
+
+def test_schemathesis_cli_against_a_real_gateway(tmp_path: Path) -> None:
+    """`st run` on the published document, every check schemathesis has, its examples and
+    coverage phases (edge values, missing and wrong headers, other methods), against a real
+    `linewarden serve`, each call with a token from the real code flow."""
+    from lwtest import launch_serve, stop_process
+
+    document = tmp_path / "number-verification.yaml"
+    document.write_bytes(published(OPENAPI))
+    carrier = f'''
+state_dir = "{tmp_path}/state"
+[ledger]
+url = "sqlite:///{tmp_path}/state/ledger.db"
+[[bindings]]
+ip = "127.0.0.2"
+msisdn = "{MSISDN_A}"
+{POLICY_TEXT}
+'''
+
+    def write(proxy_port: int, web_port: int) -> Path:
+        config = tmp_path / "linewarden.toml"
+        config.write_text(carrier.replace("[ledger]", f'[proxy]\nlisten = "127.0.0.1:'
+                                          f'{proxy_port}"\n[web]\nlisten = "127.0.0.1:'
+                                          f'{web_port}"\n[ledger]'))
+        return config
+
+    proc, _, web_port, _ = launch_serve(tmp_path / "gw", write)
+    web = f"http://127.0.0.1:{web_port}"
+    try:
+        done = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "st"), "run", str(document), "--url",
+             web + BASE_PATH, "--checks", "all", "--phases", "examples,coverage",
+             "--workers", "1", "--seed", "20261205"],
+            capture_output=True, text=True, timeout=240, check=False,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "st_codeflow", "NV_WEB": web,
+                 "PYTHONPATH": str(Path(__file__).parent), "NO_COLOR": "1"})
+    finally:
+        stop_process(proc)
+    summary = done.stdout[-1500:]
+    assert done.returncode == 0, summary
+    assert "No issues found" in summary, summary
+    generated = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert generated is not None and int(generated.group(1)) >= 40, summary
+    assert generated.group(1) == generated.group(2), summary
