@@ -25,7 +25,7 @@ ISSUER = "https://operator.test"  # [numberverify] issuer: the name behind the b
 REDIRECT = "https://shop.test/cb"
 VERIFY = "number-verification:verify"
 DEVICE = "127.0.0.2"  # bound to MSISDN_2 in lwtest's config
-RATE_LIMIT = 3
+RATE_LIMIT = 5  # per minute per client: above the shop-client calls of this whole module
 PARTNERS = f"""
 [[partners]]
 id = "shop"
@@ -198,6 +198,12 @@ def test_not_found_and_method_not_allowed_are_commonalities_json(pair: Pair) -> 
     assert wrong.json()["code"] == "METHOD_NOT_ALLOWED" and wrong.json()["status"] == 405
     assert httpx.delete(pair.b.web + "/number-verification/v2/device-phone-number",
                         trust_env=False).json()["code"] == "METHOD_NOT_ALLOWED"
+    # HEAD too: it would use a token up and record an answer nobody receives.
+    token = redeem(pair.a, code_from(pair.a)).json()["access_token"]
+    head = httpx.head(pair.a.web + "/number-verification/v2/device-phone-number",
+                      headers={"Authorization": f"Bearer {token}"}, trust_env=False)
+    assert head.status_code == 405 and head.headers["allow"] == "GET"
+    assert verify(pair.b, token).json() == {"devicePhoneNumberVerified": True}
 
 
 def test_v0_is_a_deprecated_alias(pair: Pair) -> None:

@@ -405,6 +405,9 @@ def api_routes(nv: NumberVerification) -> list[BaseRoute]:
                       request)
 
     async def device_phone_number(request: Request) -> Response:
+        if request.method != "GET":  # HEAD: would use the token up and record a
+            # disclosure whose answer is never sent
+            raise HTTPException(405, headers={"Allow": "GET"})
         try:
             grant = await take(request)
             _check_correlator(request)
