@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,7 +15,9 @@ from linewarden.ledger import chain as chain_module
 from linewarden.ledger.chain import (
     ZERO_HASH,
     ChainFields,
+    Checkpoint,
     Head,
+    InstanceSummary,
     Signer,
     StoredRow,
     parse_public_key,
@@ -54,9 +57,15 @@ def head(rows: list[StoredRow]) -> Head:
     return Head(rows[-1].fields.seq, rows[-1].row_hash)
 
 
+def verify(instance: str, rows: list[StoredRow], checkpoints: list[Checkpoint],
+           head: Head | None) -> InstanceSummary:
+    """The walk takes rows newest first, as `Store.iter_rows(..., newest_first=True)`."""
+    return verify_instance(instance, reversed(rows), checkpoints, head)
+
+
 def test_intact_chain_verifies() -> None:
     rows = chain(50)
-    s = verify_instance("gw1", rows, [], head(rows))
+    s = verify("gw1", rows, [], head(rows))
     assert s.problem is None and s.rows == 50 and (s.first_seq, s.last_seq) == (1, 50)
 
 
@@ -107,26 +116,26 @@ def test_the_shared_field_memo_stays_bounded() -> None:
 def test_edited_row() -> None:
     rows = chain(10)
     rows[4] = rows[4]._replace(fields=rows[4].fields._replace(host="evil.test"))
-    p = verify_instance("gw1", rows, [], head(rows)).problem
+    p = verify("gw1", rows, [], head(rows)).problem
     assert p is not None and p.kind == "altered" and p.seq == 5 and p.row_id == 5
 
 
 def test_deleted_row() -> None:
     rows = chain(10)
     del rows[3]
-    p = verify_instance("gw1", rows, [], head(chain(10))).problem
+    p = verify("gw1", rows, [], head(chain(10))).problem
     assert p is not None and p.kind == "deleted" and p.seq == 4
 
 
 def test_deleted_first_rows() -> None:
     rows = chain(10)[3:]
-    p = verify_instance("gw1", rows, [], Head(10, rows[-1].row_hash)).problem
+    p = verify("gw1", rows, [], Head(10, rows[-1].row_hash)).problem
     assert p is not None and p.kind == "deleted" and "1..3" in p.detail
 
 
 def test_deleted_last_rows_caught_by_head() -> None:
     rows = chain(10)
-    p = verify_instance("gw1", rows[:8], [], head(rows)).problem
+    p = verify("gw1", rows[:8], [], head(rows)).problem
     assert p is not None and p.kind == "deleted" and p.seq == 9
 
 
@@ -139,18 +148,20 @@ def test_inserted_row_renumbered_and_rehashed_tail() -> None:
     rest = [StoredRow(r.id, r.fields._replace(seq=r.fields.seq + 1), r.prev_hash, r.row_hash)
             for r in rows[5:]]
     tampered = [*rows[:5], forged, *rest]
-    p = verify_instance("gw1", tampered, [], None).problem
+    p = verify("gw1", tampered, [], None).problem
     assert p is not None and p.kind in ("inserted", "altered")
     # The same, with the seq left alone on the old rows and the link checked first:
     tail = chain(5, start=7, prev=rows[5].prev_hash)  # follows row 5, as the old row 6 did
-    p = verify_instance("gw1", [*rows[:5], forged, *tail], [], None).problem
-    assert p is not None and p.kind == "inserted" and p.row_id == 99
+    problems = verify("gw1", [*rows[:5], forged, *tail], [], None).problems
+    assert [(p.kind, p.seq, p.row_id) for p in problems] == [
+        ("deleted", 6, None),  # the old row 6: row 7 now follows row 5 directly
+        ("inserted", 6, 99)]
 
 
 def test_appended_row_caught_by_head() -> None:
     rows = chain(10)
     extra = chain(1, start=11, prev=rows[-1].row_hash)
-    p = verify_instance("gw1", rows + extra, [], head(rows)).problem
+    p = verify("gw1", rows + extra, [], head(rows)).problem
     assert p is not None and p.kind == "inserted" and p.seq == 11
 
 
@@ -162,8 +173,8 @@ def test_rewritten_chain_caught_by_signed_checkpoint(tmp_path: Path) -> None:
     edited[2] = edited[2]._replace(fields=edited[2].fields._replace(host="evil.test"))
     rewritten = rehash(edited, 2)
     good, bad = trusted_checkpoints([cp], {signer.key_id: signer.public})
-    assert bad is None
-    p = verify_instance("gw1", rewritten, good, head(rewritten)).problem
+    assert bad == []
+    p = verify("gw1", rewritten, good, head(rewritten)).problem
     assert p is not None and p.kind == "altered" and p.seq == 15
 
 
@@ -174,29 +185,101 @@ def test_checkpoint_signature_and_trust(tmp_path: Path) -> None:
     assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
     cp = signer.checkpoint("gw1", "periodic", 3, b"\x01" * 32, 5)
     trusted = {signer.key_id: parse_public_key(public_key_text(signer.public))}
-    assert trusted_checkpoints([cp], trusted) == ([cp], None)
+    assert trusted_checkpoints([cp], trusted) == ([cp], [])
     forged = type(cp)(cp.instance_id, cp.kind, 4, cp.row_hash, cp.time_us, cp.key_id,
                       cp.signature)
-    _, bad = trusted_checkpoints([forged], trusted)
-    assert bad is not None and "invalid signature" in bad.detail
+    _, [bad] = trusted_checkpoints([forged], trusted)
+    assert "invalid signature" in bad.detail
     stranger = Signer(Ed25519PrivateKey.generate()).checkpoint("gw1", "periodic", 3,
                                                                b"\x01" * 32, 5)
-    _, bad = trusted_checkpoints([stranger], trusted)
-    assert bad is not None and "not trusted" in bad.detail
+    _, [bad] = trusted_checkpoints([stranger], trusted)
+    assert "not trusted" in bad.detail
 
 
 def test_purge_anchor_allows_a_later_start(tmp_path: Path) -> None:
     signer = Signer.load_or_create(tmp_path / "k.pem")
     rows = chain(20)
     anchor = signer.checkpoint("gw1", "purge", 8, rows[7].row_hash, 0)
-    s = verify_instance("gw1", rows[8:], [anchor], head(rows))
+    s = verify("gw1", rows[8:], [anchor], head(rows))
     assert s.problem is None and s.first_seq == 9
     # Rows beyond the anchor are not covered by it:
-    p = verify_instance("gw1", rows[10:], [anchor], head(rows)).problem
+    p = verify("gw1", rows[10:], [anchor], head(rows)).problem
     assert p is not None and p.kind == "deleted" and "9..10" in p.detail
     # A periodic checkpoint does not excuse missing old rows:
     periodic = signer.checkpoint("gw1", "periodic", 8, rows[7].row_hash, 0)
-    assert verify_instance("gw1", rows[8:], [periodic], head(rows)).problem is not None
+    assert verify("gw1", rows[8:], [periodic], head(rows)).problem is not None
     # Everything purged:
     last = signer.checkpoint("gw1", "purge", 20, rows[-1].row_hash, 0)
-    assert verify_instance("gw1", [], [last], head(rows)).problem is None
+    assert verify("gw1", [], [last], head(rows)).problem is None
+
+
+# ---------------------------------------------------------------- every break, bounded walk
+
+def moved(rows: list[StoredRow], index: int, to: int) -> list[StoredRow]:
+    """Row `index` taken out and put back at `to`, the rows renumbered in their new order
+    (stored seq only: the hashed fields say where each row was written)."""
+    order = [*rows]
+    row = order.pop(index)
+    order.insert(to, row)
+    return [r._replace(fields=r.fields._replace(seq=i)) if r.fields.seq != i else r
+            for i, r in enumerate(order, 1)]
+
+
+def kinds(s: InstanceSummary) -> list[tuple[str, int, int | None, int]]:
+    return [(p.kind, p.seq, p.row_id, p.count) for p in s.problems]
+
+
+def test_a_row_moved_within_the_window_is_reordered_farther_it_is_deleted_and_inserted(
+        ) -> None:
+    rows = chain(200)
+    near = moved(rows, 49, 55)  # row 50 stored six places later
+    s = verify_instance("gw1", reversed(near), [], head(rows), window=16)
+    assert kinds(s) == [("reordered", 50, 50, 1)]
+    far = moved(rows, 49, 90)  # forty places: beyond a 16-row window
+    s = verify_instance("gw1", reversed(far), [], head(rows), window=16)
+    assert kinds(s) == [("deleted", 50, None, 1), ("inserted", 91, 50, 1)]
+    assert verify_instance("gw1", reversed(far), [], head(rows), window=64).problems[0].kind \
+        == "reordered"
+
+
+def test_adjacent_breaks_of_a_kind_read_as_one_longer_break() -> None:
+    rows = chain(60)
+    for i in (20, 21, 22):  # seq 21..23 edited
+        rows[i] = rows[i]._replace(fields=rows[i].fields._replace(host="evil.test"))
+    del rows[40:45]  # seq 41..45 deleted
+    s = verify("gw1", rows, [], head(chain(60)))
+    assert kinds(s) == [("altered", 21, 21, 3), ("deleted", 41, None, 5)]
+    assert "seq 21..23 (3 rows) (row id 21)" in str(s.problems[0])
+
+
+def test_rows_forged_below_the_start_and_beyond_the_head_are_inserted() -> None:
+    rows = chain(30)
+    stray = StoredRow(900, rows[0].fields._replace(seq=0, host="stray.test"), ZERO_HASH,
+                      bytes(32))
+    extra = chain(3, start=31, prev=rows[-1].row_hash)
+    s = verify("gw1", [stray, *rows, *extra], [], head(rows))
+    assert kinds(s) == [("inserted", 0, 900, 1), ("inserted", 31, 31, 3)]
+
+
+def test_the_walk_holds_a_bounded_number_of_rows() -> None:
+    """30,000 rows streamed through a 64-row window: the walk's own memory stays near
+    2 windows of rows, not the ledger's size."""
+    import tracemalloc
+
+    n, prev, hashes = 30_000, ZERO_HASH, []
+    base = ChainFields("gw1", 0, 0, "p", "billing", "h.test", "msisdn", "v1", KEY)
+    for seq in range(1, n + 1):
+        prev = row_hash(prev, base._replace(seq=seq))
+        hashes.append(prev)
+
+    def newest_first() -> Iterator[StoredRow]:
+        for seq in range(n, 0, -1):
+            yield StoredRow(seq, base._replace(seq=seq),
+                            hashes[seq - 2] if seq > 1 else ZERO_HASH, hashes[seq - 1])
+
+    tracemalloc.start()
+    s = verify_instance("gw1", newest_first(), [], Head(n, hashes[-1]), window=64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert s.problems == [] and s.rows == n
+    assert peak < 500_000, peak  # measured ~33 kB; holding every row takes ~7 MB

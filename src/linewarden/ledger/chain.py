@@ -7,7 +7,8 @@ edit onward by anyone who can write the database (the hash is public code), so e
 row hash) with Ed25519; a rewrite before a checkpoint then needs the signing key. Rows
 after the newest checkpoint are protected by the chain only — that window is the bound.
 
-`verify_instance` walks one instance's rows in seq order and returns the first problem.
+`verify_instance` walks one instance's chain from its head and reports every break
+(altered, deleted, inserted or reordered rows), resynchronising after each.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import base64
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -47,7 +49,7 @@ CHECKPOINT_EVERY_ROWS = 10_000
 CHECKPOINT_EVERY_SECONDS = 60.0
 
 CheckpointKind = Literal["periodic", "close", "purge"]
-ProblemKind = Literal["altered", "deleted", "inserted", "checkpoint"]
+ProblemKind = Literal["altered", "deleted", "inserted", "reordered", "checkpoint"]
 
 
 class ChainFields(NamedTuple):
@@ -174,17 +176,45 @@ class Signer:
 
 
 # ---------------------------------------------------------------- verification
+#
+# The walk goes newest first, from the recorded head, and follows the chain by hash: each
+# row names its predecessor's hash (`prev_hash`), so the row the chain continues with is
+# the one whose `row_hash` is that value, wherever it is stored. Every break is then a
+# local mismatch, and the walk resynchronises after it instead of stopping:
+#
+#   altered    the row the chain leads to does not hash to its row_hash at its place
+#              (content edited), or no row has the hash the next row names but one sits
+#              where it belongs and hashes right (rewritten with its hash recomputed);
+#   deleted    no row has the hash the next row names, and the nearest older row belongs
+#              further down (a gap: its own hash says which seq it was written as);
+#   inserted   a row the chain never leads to (nothing newer names its hash);
+#   reordered  the chain leads to a row stored *above* one it already passed.
+#
+# A row's place is its seq as the writer hashed it, so renumbering rows to hide a gap or
+# make room changes nothing the walk relies on; positions in reports are those seqs,
+# except for inserted rows, which have none (they carry the seq they are stored at).
+
+# How far apart, in stored order, a row and its chain successor may be for the walk to
+# still find it: a row moved by up to this many places reads as "reordered", and a row
+# nothing follows is judged "inserted" once the walk is this far past it. A farther move
+# reads as a deletion plus an insertion. The walk holds at most twice this many rows
+# (about 1 MB), whatever the ledger's size.
+WALK_WINDOW_ROWS = 2_048
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     kind: ProblemKind
     instance_id: str
-    seq: int
+    seq: int  # the first affected place in the chain (inserted: the stored seq)
     row_id: int | None
     detail: str
+    count: int = 1  # rows affected: seq .. seq + count - 1
 
     def __str__(self) -> str:
         where = f"instance '{self.instance_id}', seq {self.seq}"
+        if self.count > 1:
+            where += f"..{self.seq + self.count - 1} ({self.count} rows)"
         if self.row_id is not None:
             where += f" (row id {self.row_id})"
         return f"{self.kind}: {where}: {self.detail}"
@@ -203,129 +233,334 @@ class InstanceSummary:
     first_seq: int = 0
     last_seq: int = 0
     checkpoints_checked: int = 0
-    problem: Problem | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def problem(self) -> Problem | None:
+        """The first break in chain order, if any."""
+        return self.problems[0] if self.problems else None
 
 
 def trusted_checkpoints(checkpoints: Iterable[Checkpoint],
                         trusted: dict[str, Ed25519PublicKey]
-                        ) -> tuple[list[Checkpoint], Problem | None]:
-    """Checkpoints with a valid signature by a trusted key, or the first that has none."""
+                        ) -> tuple[list[Checkpoint], list[Problem]]:
+    """Checkpoints with a valid signature by a trusted key, and a problem for each other."""
     good: list[Checkpoint] = []
+    bad: list[Problem] = []
     for cp in checkpoints:
         public = trusted.get(cp.key_id)
         if public is None:
-            return good, Problem("checkpoint", cp.instance_id, cp.seq, None,
-                                 f"checkpoint #{cp.id} is signed by key {cp.key_id}, which "
-                                 "is not trusted (add its public key to [ledger] "
-                                 "trusted_keys if it is another gateway's)")
+            bad.append(Problem("checkpoint", cp.instance_id, cp.seq, None,
+                               f"checkpoint #{cp.id} is signed by key {cp.key_id}, which "
+                               "is not trusted (add its public key to [ledger] "
+                               "trusted_keys if it is another gateway's)"))
+            continue
         try:
             public.verify(cp.signature, cp.message())
         except InvalidSignature:
-            return good, Problem("checkpoint", cp.instance_id, cp.seq, None,
-                                 f"checkpoint #{cp.id} has an invalid signature "
-                                 "(the checkpoint was altered)")
+            bad.append(Problem("checkpoint", cp.instance_id, cp.seq, None,
+                               f"checkpoint #{cp.id} has an invalid signature "
+                               "(the checkpoint was altered)"))
+            continue
         good.append(cp)
-    return good, None
+    return good, bad
 
 
-def verify_instance(instance_id: str, rows: Iterable[StoredRow],
-                    checkpoints: Sequence[Checkpoint], head: Head | None) -> InstanceSummary:
-    """Walk one instance's rows in seq order; stop at the first problem.
+def _seqs(first: int, last: int) -> str:
+    return f"{first}..{last}" if first < last else str(first)
 
-    `checkpoints` must already be signature-checked. A chain may start after seq 1 only
-    where a signed "purge" checkpoint says the rows before were removed on purpose."""
-    out = InstanceSummary(instance_id)
-    by_seq: dict[int, list[Checkpoint]] = {}
-    for cp in checkpoints:
-        by_seq.setdefault(cp.seq, []).append(cp)
-    purged_to = max((cp.seq for cp in checkpoints if cp.kind == "purge"), default=0)
 
-    def fail(kind: ProblemKind, seq: int, row_id: int | None, detail: str) -> InstanceSummary:
-        out.problem = Problem(kind, instance_id, seq, row_id, detail)
-        return out
+_EDITED = "the row's content does not match its hash"
+_REHASHED = ("no row has the hash the next row names, and this one, in its place, hashes "
+             "right: rewritten with its hash recomputed, or replaced")
+_GARBLED = "neither its content nor its hash is the one the next row names"
+_NOT_IN_CHAIN = "no row names it as its predecessor: it is not part of the chain"
+_MOVED = "stored out of place: the chain passes rows stored after it first"
 
-    prev: StoredRow | None = None
-    before_prev: StoredRow | None = None
-    for row in rows:
-        f = row.fields
-        if prev is None:
-            out.first_seq = f.seq
-            expected_seq = f.seq
-            if f.seq != 1 and f.seq - 1 > purged_to:
-                missing = (f"{purged_to + 1}..{f.seq - 1}" if purged_to + 1 < f.seq - 1
-                           else str(f.seq - 1))
-                return fail("deleted", f.seq, row.id,
-                            f"row(s) seq {missing} missing before the first row, and no "
-                            "signed purge checkpoint covers them")
-            expected_prev = ZERO_HASH if f.seq == 1 else row.prev_hash
-            for cp in by_seq.get(f.seq - 1, ()):
-                if cp.row_hash != row.prev_hash:
-                    return fail("altered", f.seq, row.id,
-                                f"the row does not follow the row that signed checkpoint "
-                                f"#{cp.id} vouches for")
+
+# How far from where it is stored (or from where the chain expects it) a row's own seq is
+# looked for after a break: renumberings that moved it by more read as "altered".
+_PLACE_SEARCH = 32
+
+
+@dataclass(slots=True)
+class _Node:
+    index: int  # position in the newest-first stream
+    row: StoredRow
+    done: bool = False
+
+
+class _Walk:
+    """One instance's chain, newest first, holding at most ~2 windows of rows."""
+
+    def __init__(self, instance_id: str, rows: Iterable[StoredRow],
+                 checkpoints: Sequence[Checkpoint], head: Head | None, window: int) -> None:
+        self.window = window
+        self.out = InstanceSummary(instance_id)
+        self.problems: list[Problem] = []
+        self.head = head
+        self._rows = iter(rows)
+        self._read = 0  # index of the next row from the stream
+        self._by_hash: dict[bytes, _Node] = {}  # rows not yet placed in the chain
+        self._copies: dict[bytes, list[_Node]] = {}  # more unplaced rows with one hash
+        self._queue: deque[_Node] = deque()  # the same, in stream order (placed ones lazily)
+        self._high = -1  # highest stream index placed so far
+        self._last: _Node | None = None  # the row placed last (the chain's current row)
+        self._shift = 0  # stored seq - chain seq of the last row placed (renumbering)
+        self._cp_run: int | None = None  # problems[i]: the checkpoints just met contradict
+        self.by_seq: dict[int, list[Checkpoint]] = {}
+        for cp in checkpoints:
+            self.by_seq.setdefault(cp.seq, []).append(cp)
+        self.purged_to = max((cp.seq for cp in checkpoints if cp.kind == "purge"), default=0)
+        self.last_cp = max((cp.seq for cp in checkpoints), default=0)
+
+    # ------------------------------------------------------------ reporting
+
+    def _add(self, kind: ProblemKind, seq: int, row_id: int | None, detail: str,
+             count: int = 1) -> None:
+        """Record a break; one next to the previous one of the same kind extends it (the
+        walk descends, so a neighbour is just below)."""
+        last = self.problems[-1] if self.problems else None
+        if (last is not None and last.kind == kind and last.detail == detail
+                and last.seq == seq + count):
+            self.problems[-1] = Problem(kind, last.instance_id, seq, row_id, detail,
+                                        last.count + count)
         else:
-            expected_seq = prev.fields.seq + 1
-            expected_prev = prev.row_hash
-        if f.seq < expected_seq:
-            return fail("inserted", f.seq, row.id, f"a second row with seq {f.seq}")
-        if f.seq > expected_seq:
-            missing = (f"{expected_seq}..{f.seq - 1}" if expected_seq < f.seq - 1
-                       else str(expected_seq))
-            return fail("deleted", expected_seq, None,
-                        f"row(s) seq {missing} missing before row id {row.id}")
-        if row_hash(row.prev_hash, f) != row.row_hash:
-            # Renumbered to make room for an inserted row, or to close a deleted one's gap?
-            if row_hash(row.prev_hash, f._replace(seq=f.seq - 1)) == row.row_hash and (
-                    prev is not None and row.prev_hash != prev.row_hash):
-                return fail("inserted", prev.fields.seq, prev.id,
-                            f"row id {prev.id} was inserted; the rows after it were "
-                            "renumbered")
-            if row_hash(row.prev_hash, f._replace(seq=f.seq + 1)) == row.row_hash:
-                return fail("deleted", f.seq, None,
-                            f"the row seq {f.seq} was deleted; the rows after it were "
-                            "renumbered")
-            return fail("altered", f.seq, row.id,
-                        "the row's content does not match its hash")
-        if row.prev_hash != expected_prev:
-            assert prev is not None
-            if before_prev is not None and row.prev_hash == before_prev.row_hash:
-                return fail("inserted", prev.fields.seq, prev.id,
-                            f"row id {prev.id} was inserted: the next row follows the row "
-                            "before it")
-            if row.prev_hash == prev.prev_hash:
-                return fail("inserted", prev.fields.seq, prev.id,
-                            f"row id {prev.id} was inserted: it and the next row follow "
-                            "the same row")
-            return fail("altered", f.seq, row.id,
-                        f"the row does not follow row id {prev.id} (a row was removed and "
-                        "the rest renumbered, or the previous row was rewritten)")
-        for cp in by_seq.get(f.seq, ()):
-            if cp.row_hash != row.row_hash:
-                return fail("altered", f.seq, row.id,
-                            f"signed checkpoint #{cp.id} vouches for a different row here "
-                            "(the chain was rewritten up to this point)")
-            out.checkpoints_checked += 1
-        out.rows += 1
-        out.last_seq = f.seq
-        before_prev, prev = prev, row
+            self.problems.append(Problem(kind, self.out.instance_id, seq, row_id, detail,
+                                         count))
 
-    if prev is None:  # no rows: everything was purged, or nothing was ever written
-        out.last_seq = purged_to
-    last_cp = max((cp.seq for cp in checkpoints), default=0)
-    if head is not None:
-        if head.seq > out.last_seq:
-            return fail("deleted", out.last_seq + 1, None,
-                        f"the recorded head is seq {head.seq} but the rows end at seq "
-                        f"{out.last_seq}")
-        if head.seq < out.last_seq:
-            return fail("inserted", head.seq + 1, None,
-                        f"rows beyond the recorded head seq {head.seq} (up to seq "
-                        f"{out.last_seq})")
-        if prev is not None and head.row_hash != prev.row_hash:
-            return fail("altered", out.last_seq, prev.id,
-                        "the last row does not match the recorded head")
-    if last_cp > out.last_seq and last_cp > purged_to:
-        return fail("deleted", out.last_seq + 1, None,
-                    f"signed checkpoint covers seq {last_cp} but the rows end at seq "
-                    f"{out.last_seq}")
-    return out
+    def _not_in_chain(self, node: _Node) -> None:
+        node.done = True
+        self._add("inserted", node.row.fields.seq, node.row.id, _NOT_IN_CHAIN)
+
+    # ------------------------------------------------------------ the window
+
+    def _fill(self) -> None:
+        """Read ahead one window past the furthest row placed."""
+        rows, by_hash, queue = self._rows, self._by_hash, self._queue
+        while self._read <= self._high + self.window:
+            row = next(rows, None)
+            if row is None:
+                return
+            node = _Node(self._read, row)
+            self._read += 1
+            if row.row_hash in by_hash:  # a copy of another row: rare, kept aside
+                self._copies.setdefault(row.row_hash, []).append(node)
+            else:
+                by_hash[row.row_hash] = node
+            queue.append(node)
+
+    def _evict(self) -> None:
+        """Rows a window behind the walk that nothing has led to are not in the chain."""
+        queue = self._queue
+        while queue and (queue[0].done or queue[0].index < self._high - self.window):
+            node = queue.popleft()
+            if not node.done:
+                self._forget(node)
+                self._not_in_chain(node)
+
+    def _forget(self, node: _Node) -> None:
+        digest = node.row.row_hash
+        copies = self._copies.get(digest)
+        if copies is not None and node in copies:
+            copies.remove(node)
+        elif copies:  # the first of several is placed: the next copy takes its slot
+            self._by_hash[digest] = copies.pop(0)
+        else:
+            del self._by_hash[digest]
+        if copies is not None and not copies:
+            del self._copies[digest]
+
+    def _find(self, digest: bytes) -> _Node | None:
+        """The unplaced row with this hash: the nearest one below the current row, else the
+        nearest above it (a copy elsewhere stays unplaced, and reads as inserted)."""
+        node = self._by_hash.get(digest)
+        if node is None or digest not in self._copies:
+            return node
+        nodes = [node, *self._copies[digest]]
+        at = self._last.index if self._last is not None else -1
+        below = [n for n in nodes if n.index > at]
+        return min(below, key=lambda n: n.index) if below else max(nodes,
+                                                                   key=lambda n: n.index)
+
+    def _next_below(self) -> _Node | None:
+        at = self._last.index if self._last is not None else -1
+        return next((n for n in self._queue if not n.done and n.index > at), None)
+
+    # ------------------------------------------------------------ placing rows
+
+    def _hashes_as(self, row: StoredRow, seq: int) -> bool:
+        f = row.fields
+        return row_hash(row.prev_hash, f if f.seq == seq else f._replace(seq=seq)) \
+            == row.row_hash
+
+    def _own_seq(self, row: StoredRow) -> int:
+        """The seq a row hashes as, near its stored one (renumbered by a few), or that."""
+        stored = row.fields.seq
+        near = (stored + d * sign for d in range(_PLACE_SEARCH + 1) for sign in (1, -1))
+        return next((seq for seq in near if seq > 0 and self._hashes_as(row, seq)), stored)
+
+    def _place(self, node: _Node, seq: int, *, checked: bool = False) -> None:
+        """`node` is the chain's row `seq`: check it, then look for its predecessor."""
+        node.done = True
+        self._forget(node)
+        row = node.row
+        if node.index < self._high:
+            self._add("reordered", seq, row.id, _MOVED)
+        self._high = max(self._high, node.index)
+        self._last = node
+        if not checked and not self._hashes_as(row, seq):
+            self._add("altered", seq, row.id, _EDITED)
+        for cp in self.by_seq.get(seq, ()):
+            if cp.row_hash == row.row_hash:
+                self.out.checkpoints_checked += 1
+                self._cp_run = None
+                continue
+            # One report per stretch of contradicted checkpoints, at its oldest: a rewrite
+            # with recomputed hashes contradicts every checkpoint from the edit on.
+            problem = Problem("altered", self.out.instance_id, seq, row.id,
+                              f"signed checkpoint #{cp.id} vouches for a different row "
+                              "here (the chain was rewritten up to this point)")
+            if self._cp_run is None:
+                self._cp_run = len(self.problems)
+                self.problems.append(problem)
+            else:
+                self.problems[self._cp_run] = problem
+        self.out.rows += 1
+        self.out.first_seq = seq
+        self.out.last_seq = max(self.out.last_seq, seq)
+        self._shift = row.fields.seq - seq
+
+    def _places(self, row: StoredRow, highest: int) -> Iterator[int]:
+        """Where a row may belong, at most `highest`, likeliest first: right there, at its
+        stored seq (as renumbered above it, or not at all), then near those. Tried only at
+        a break, so a few dozen hashes there cost nothing; a row further off is "altered"."""
+        stored = row.fields.seq
+        likely = (highest, stored - self._shift, stored,
+                  *(stored + d * sign for d in range(1, _PLACE_SEARCH + 1) for sign in (-1, 1)),
+                  *(highest - d for d in range(1, _PLACE_SEARCH + 1)))
+        return (s for s in dict.fromkeys(likely) if 0 < s <= highest)
+
+    def _follow(self, node: _Node, want_seq: int) -> None:
+        """`node` has the hash the chain asks for: normally it is row `want_seq`. If it
+        hashes as an older seq instead, the seqs between were skipped: rows deleted and
+        the row after them rewritten to follow on (only a checkpoint can say more)."""
+        row = node.row
+        if self._hashes_as(row, want_seq):
+            self._place(node, want_seq, checked=True)
+            return
+        seq = next((s for s in self._places(row, want_seq - 1) if self._hashes_as(row, s)),
+                   None)
+        if seq is None:
+            self._place(node, want_seq)  # reported as altered there
+            return
+        first = max(seq, self.purged_to) + 1
+        if first <= want_seq:
+            self._add("deleted", first, None,
+                      f"row(s) seq {_seqs(first, want_seq)} missing: row id {row.id} (seq "
+                      f"{seq}) is followed directly by the next row, rewritten to follow it",
+                      want_seq - first + 1)
+        self._place(node, seq, checked=True)
+
+    def _resync(self, node: _Node, want_seq: int) -> None:
+        """No row has the hash the chain asks for; `node` is the nearest older one. Its own
+        hash says which place it was written for."""
+        row = node.row
+        successor = self._last.row.id if self._last is not None else None
+        seq = next((s for s in self._places(row, want_seq) if self._hashes_as(row, s)), None)
+        if seq is None:  # matches nothing: take it as the row that belongs here, garbled
+            self._add("altered", want_seq, row.id, _GARBLED)
+            self._place(node, want_seq, checked=True)
+        elif seq == want_seq:
+            self._add("altered", seq, row.id, _REHASHED)
+            self._place(node, seq)
+        else:
+            first = max(seq, self.purged_to) + 1
+            where = f"before row id {successor}" if successor is not None else \
+                "at the end of the chain (the recorded head is seq " \
+                f"{self.head.seq if self.head else want_seq})"
+            if first <= want_seq:
+                self._add("deleted", first, None,
+                          f"row(s) seq {_seqs(first, want_seq)} missing {where}",
+                          want_seq - first + 1)
+            self._place(node, seq)
+
+    # ------------------------------------------------------------ the walk
+
+    def run(self) -> InstanceSummary:
+        want: bytes | None = self.head.row_hash if self.head else None
+        want_seq = self.head.seq if self.head else 0
+        queue = self._queue
+        while True:
+            if self._read <= self._high + self.window:
+                self._fill()
+            if queue and (queue[0].done or queue[0].index < self._high - self.window):
+                self._evict()
+            if self.head is not None and want_seq <= 0:
+                if want != ZERO_HASH and not (self.problems and self.problems[-1].seq == 1):
+                    self._add("altered", 1, self._last.row.id if self._last else None,
+                              "the first row does not start from the zero hash")
+                break
+            node = self._find(want) if want is not None else None
+            if node is not None:
+                self._follow(node, want_seq)
+            elif self.head is not None and want_seq <= self.purged_to:
+                if want_seq == self.purged_to:
+                    self._check_anchor(want)
+                break
+            else:
+                below = self._next_below()
+                if below is None:
+                    if self.head is not None:
+                        first = self.purged_to + 1
+                        self._add("deleted", first, None,
+                                  f"row(s) seq {_seqs(first, want_seq)} missing before the "
+                                  "first row, and no signed purge checkpoint covers them",
+                                  want_seq - first + 1)
+                    break
+                if self.head is None and self._last is None:  # no head: start at the top
+                    self._place(below, self._own_seq(below.row))
+                else:
+                    self._resync(below, want_seq)
+            assert self._last is not None
+            want, want_seq = self._last.row.prev_hash, self.out.first_seq - 1
+            self.head = self.head or Head(self.out.last_seq, self._last.row.row_hash)
+        self._finish()
+        return self.out
+
+    def _check_anchor(self, want: bytes | None) -> None:
+        """The walk reached the purged part: the signed purge checkpoint must vouch for the
+        row the oldest kept row follows."""
+        for cp in self.by_seq.get(self.purged_to, ()):
+            if cp.row_hash != want:
+                self._add("altered", self.purged_to + 1,
+                          self._last.row.id if self._last else None,
+                          f"the row does not follow the row that signed checkpoint #{cp.id} "
+                          "vouches for")
+
+    def _finish(self) -> None:
+        for node in self._queue:
+            if not node.done:
+                self._not_in_chain(node)
+        for row in self._rows:  # below the chain's start: nothing leads there
+            self._add("inserted", row.fields.seq, row.id, _NOT_IN_CHAIN)
+        if self.out.rows == 0:
+            self.out.last_seq = self.purged_to
+        top = max(self.head.seq if self.head else 0, self.out.last_seq)
+        if self.last_cp > top and self.last_cp > self.purged_to:
+            self._add("deleted", top + 1, None,
+                      f"signed checkpoint covers seq {self.last_cp} but the rows end at seq "
+                      f"{top}", self.last_cp - top)
+        self.out.problems = sorted(self.problems, key=lambda p: (p.seq, p.kind))
+
+
+def verify_instance(instance_id: str, rows_newest_first: Iterable[StoredRow],
+                    checkpoints: Sequence[Checkpoint], head: Head | None, *,
+                    window: int = WALK_WINDOW_ROWS) -> InstanceSummary:
+    """Walk one instance's chain from its head, newest row first, and report every break.
+
+    `rows_newest_first`: the instance's rows by descending stored seq (streamed; the walk
+    keeps at most 2 x WALK_WINDOW_ROWS of them). `checkpoints` must already be
+    signature-checked. A chain may start after seq 1 only where a signed "purge"
+    checkpoint says the rows before were removed on purpose."""
+    return _Walk(instance_id, rows_newest_first, checkpoints, head, window).run()

@@ -150,8 +150,9 @@ def stats(ctx: click.Context, since: str | None, until: str | None, as_json: boo
 @config_option
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool, as_csv: bool) -> None:
-    """Walk every hash chain and signed checkpoint; exit 1 at an altered, inserted or
-    deleted row, naming it."""
+    """Walk every hash chain and signed checkpoint and report every break (altered,
+    deleted, inserted or reordered rows): exit 1 if there is any. The text lists the first
+    20; --json and --csv list them all."""
     config = get_config(ctx)
     trusted = trusted_keys_from_config(config)
     with _store(config) as store:

@@ -4,7 +4,7 @@
 - `incident_report`: "what did this window expose?" — distinct subscribers per host,
   partner and claim, and a paragraph for the breach notification.
 - `stats_report`: disclosures per partner per day.
-- `verify_ledger`: the chain and checkpoints, first problem per instance.
+- `verify_ledger`: the chains and checkpoints, every break in each instance.
 - `purge_ledger`: retention that keeps the chain verifiable.
 - `access_report`: every reveal of a number by operator staff in a window (access.py);
   the subscriber report lists the subscriber's own beside its disclosures.
@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import phonenumbers
 
 from .access import AccessEntry, subscriber_accesses, window_accesses
-from .chain import InstanceSummary, Problem, Signer, trusted_checkpoints, verify_instance
+from .chain import (
+    Checkpoint,
+    InstanceSummary,
+    Problem,
+    Signer,
+    trusted_checkpoints,
+    verify_instance,
+)
 from .store import Store
 
 if TYPE_CHECKING:
@@ -346,28 +353,32 @@ class VerifyReport:
 
 
 def verify_ledger(store: Store, trusted: dict[str, Ed25519PublicKey]) -> VerifyReport:
-    """Every instance's chain, in one snapshot; the first problem of each."""
+    """Every instance's chain, in one snapshot; every break in each."""
     summaries: list[InstanceSummary] = []
     problems: list[Problem] = []
     latest: dict[str, dict[str, Any]] = {}
     with store.snapshot():
         for instance_id in store.instances():
-            good, bad = trusted_checkpoints(store.checkpoints(instance_id), trusted)
-            if bad is not None:
-                summaries.append(InstanceSummary(instance_id, problem=bad))
-                problems.append(bad)
-                continue
-            summary = verify_instance(instance_id, store.iter_rows(instance_id), good,
-                                      store.head(instance_id))
+            summary, good = verify_chain(store, instance_id, trusted)
             summaries.append(summary)
-            if summary.problem is not None:
-                problems.append(summary.problem)
+            problems += summary.problems
             if good:
                 cp = good[-1]
                 latest[instance_id] = {"kind": cp.kind, "seq": cp.seq,
                                        "row_hash": cp.row_hash.hex(), "time": iso(cp.time_us),
                                        "key_id": cp.key_id, "signature": cp.signature.hex()}
     return VerifyReport(summaries, problems, latest)
+
+
+def verify_chain(store: Store, instance_id: str, trusted: dict[str, Ed25519PublicKey]
+                 ) -> tuple[InstanceSummary, list[Checkpoint]]:
+    """One instance: its checkpoints' signatures, then its rows walked from the head. A
+    checkpoint that fails its signature is reported and not relied on."""
+    good, bad = trusted_checkpoints(store.checkpoints(instance_id), trusted)
+    summary = verify_instance(instance_id, store.iter_rows(instance_id, newest_first=True),
+                              good, store.head(instance_id))
+    summary.problems = sorted([*bad, *summary.problems], key=lambda p: p.seq)
+    return summary, good
 
 
 @dataclass
@@ -419,8 +430,8 @@ def to_json(report: Report) -> Any:
     if isinstance(report, VerifyReport):
         return {"ok": report.ok,
                 "problems": [{**asdict(p), "message": str(p)} for p in report.problems],
-                "instances": [{k: v for k, v in asdict(s).items() if k != "problem"}
-                              for s in report.instances],
+                "instances": [{**{k: v for k, v in asdict(s).items() if k != "problems"},
+                               "problems": len(s.problems)} for s in report.instances],
                 "latest_checkpoints": report.latest_checkpoints}
     data = asdict(report)
     if isinstance(report, PurgeReport):
@@ -469,11 +480,11 @@ def to_csv(report: Report) -> str:
                      "instance_id"],
                     ([iso(a.time_us), a.principal, a.action, a.reason, a.subscriber_key,
                       a.instance_id] for a in report.accesses))
-    if isinstance(report, VerifyReport):
-        return _csv(["instance_id", "rows", "first_seq", "last_seq", "checkpoints_checked",
-                     "problem"],
-                    ([s.instance_id, s.rows, s.first_seq, s.last_seq, s.checkpoints_checked,
-                      str(s.problem) if s.problem else ""] for s in report.instances))
+    if isinstance(report, VerifyReport):  # one line per break (all of them)
+        return _csv(["instance_id", "kind", "seq", "count", "row_id", "detail"],
+                    ([p.instance_id, p.kind, p.seq, p.count,
+                      "" if p.row_id is None else p.row_id, p.detail]
+                     for p in report.problems))
     return _csv(["instance_id", "deleted"], sorted(report.deleted.items()))
 
 
@@ -492,6 +503,26 @@ def _accesses_text(accesses: Sequence[AccessEntry]) -> list[str]:
     rows = [[iso(a.time_us), a.principal, a.action, a.reason] for a in accesses]
     return ["", "Viewed by operator staff (access records)",
             _table(["When", "Who", "Action", "Reason"], rows)]
+
+
+# `audit verify` prints this many breaks in full, then a count; `--json` and `--csv` list all.
+VERIFY_TEXT_PROBLEMS = 20
+
+
+def _verify_text(report: VerifyReport, limit: int = VERIFY_TEXT_PROBLEMS) -> str:
+    lines = [f"{s.instance_id}: {s.rows:,} rows (seq {s.first_seq}..{s.last_seq}), "
+             f"{s.checkpoints_checked} signed checkpoints matched, "
+             + (_n(len(s.problems), "break") if s.problems else "ok")
+             for s in report.instances]
+    if not report.instances:
+        lines.append("The ledger is empty.")
+    lines += [f"  {p}" for p in report.problems[:limit]]
+    if len(report.problems) > limit:
+        lines.append(f"  ... and {len(report.problems) - limit:,} more (--json or --csv "
+                     "lists them all)")
+    lines.append("OK: the chain is intact." if report.ok else
+                 f"FAILED: {_n(len(report.problems), 'break')} found.")
+    return "\n".join(lines) + "\n"
 
 
 def to_text(report: Report, *, subscriber_label: str = "") -> str:
@@ -545,15 +576,7 @@ def to_text(report: Report, *, subscriber_label: str = "") -> str:
         return _table(["Day", "Partner", "Disclosures"],
                       [[r.day, r.partner_id, f"{r.disclosures:,}"] for r in report]) + "\n"
     if isinstance(report, VerifyReport):
-        lines = [f"{s.instance_id}: {s.rows:,} rows (seq {s.first_seq}..{s.last_seq}), "
-                 f"{s.checkpoints_checked} signed checkpoints matched"
-                 + (f" -- {s.problem}" if s.problem else ", ok")
-                 for s in report.instances]
-        if not report.instances:
-            lines.append("The ledger is empty.")
-        lines.append("OK: the chain is intact." if report.ok else
-                     f"FAILED: {_n(len(report.problems), 'problem')} found.")
-        return "\n".join(lines) + "\n"
+        return _verify_text(report)
     lines = [f"{iid}: {n:,} rows deleted" for iid, n in sorted(report.deleted.items())]
     lines.append(f"Purged {_n(report.total, 'row')} older than {iso(report.cutoff_us)}; "
                  "the chain stays verifiable from the signed purge checkpoints.")

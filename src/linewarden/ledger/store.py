@@ -297,12 +297,15 @@ class Store(ABC):
         return [Checkpoint(instance_id, r[1], int(r[2]), bytes(r[3]), int(r[4]), str(r[5]),
                            bytes(r[6]), int(r[0])) for r in rows]
 
-    def iter_rows(self, instance_id: str) -> Iterator[StoredRow]:
-        """The instance's rows in seq order, streamed."""
+    def iter_rows(self, instance_id: str, *, newest_first: bool = False
+                  ) -> Iterator[StoredRow]:
+        """The instance's rows in seq order (or reversed: how verify walks), streamed."""
+        order = "DESC" if newest_first else "ASC"
         cur = self._iter_cursor()
         try:
             cur.execute(self.sql(f"SELECT id, {_ROW_COLUMNS} FROM disclosures "
-                                 "WHERE instance_id = ? ORDER BY seq"), (instance_id,))
+                                 f"WHERE instance_id = ? ORDER BY seq {order}"),
+                        (instance_id,))
             while batch := cur.fetchmany(FETCH_ROWS):
                 for r in batch:
                     fields = ChainFields(str(r[1]), int(r[2]), int(r[3]), str(r[4]),
