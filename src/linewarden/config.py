@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, NoncePool, Signer
 from .bindings import Binding, is_possible_msisdn
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
+from .destinations import parse_networks
 from .keys import KeyDirectoryError, open_signer
 from .policy import Policy, compile_policy, load_policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
@@ -44,6 +45,15 @@ def e164_digits(value: str) -> str:
     if not is_possible_msisdn(value):
         raise ValueError(f"'{value}' is not a possible E.164 number (e.g. 447400900123)")
     return value.lstrip("+")
+
+
+def _cidr(value: str) -> str:
+    try:
+        parse_networks([value])
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a CIDR network ({exc}); e.g. \"10.0.0.0/8\", "
+                         "\"fd00::/8\" or one address \"192.0.2.7\"") from None
+    return value.strip()
 
 
 class _Section(BaseModel):
@@ -69,6 +79,10 @@ class ProxySection(_Section):
     # A CONNECT or WebSocket tunnel with no byte either way for this long is closed (Squid's
     # read_timeout is 15 min; HAProxy deployments often set `timeout tunnel` 1 h).
     tunnel_idle_timeout: float = Field(default=600.0, gt=0)
+    # Destination policy (destinations.py, docs/gateway.md): CIDRs the proxy refuses on top of
+    # the default-denied ranges, and exceptions to both (never the gateway's own listeners).
+    deny_destinations: list[Annotated[str, AfterValidator(_cidr)]] = []
+    allow_destinations: list[Annotated[str, AfterValidator(_cidr)]] = []
 
     @field_validator("listen")
     @classmethod

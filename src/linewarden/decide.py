@@ -315,7 +315,10 @@ def _destination(head: RequestHead, f: _Fields
             return reject(400, "userinfo ('user@') in the request URI is refused")
         raw_path = url.path or b"/"
         origin_target = raw_path + (b"?" + url.query if url.query is not None else b"")
-    host = normalise_host((url.host or b"").decode("latin-1"))
+    raw_host = (url.host or b"").decode("latin-1")
+    if ":" in raw_host:
+        raw_host = f"[{raw_host}]"  # llhttp hands an IPv6 literal back without its brackets
+    host = normalise_host(raw_host)
     if host is None:
         return reject(400, "invalid host name")
     port = url.port or 80

@@ -54,9 +54,17 @@ class Metrics:
                                 ["reason"], registry=r)
         self.upstream_errors = Counter("linewarden_upstream_errors",
                                        "Upstream failures, by status sent", ["status"], registry=r)
+        self.upstream_retries = Counter(
+            "linewarden_upstream_retries",
+            "Requests sent again on a fresh upstream connection, by cause", ["cause"],
+            registry=r)
         self.rejected = Counter("linewarden_rejected_requests",
                                 "Requests refused by the gateway, by status", ["status"],
                                 registry=r)
+        self.refused_destinations = Counter(
+            "linewarden_refused_destinations",
+            "Proxy requests refused (403) for where they would connect, by reason "
+            "(destinations.py)", ["reason"], registry=r)
         self.reloads = Counter("linewarden_policy_reloads", "Policy reloads, by result",
                                ["result"], registry=r)
         self.bindings = Gauge("linewarden_bindings", "Subscriber bindings held", registry=r)

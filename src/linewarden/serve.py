@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ import uvloop
 from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
 from .decide import Rules
+from .destinations import DestinationPolicy
 from .keys import watch_keys
 from .leakguard import LeakGuard
 from .ledger import Recorder, ledger_from_config, signer_from_config
@@ -47,6 +49,7 @@ class Service:
     def __init__(self, config: Config, recorder: Recorder | None = None, *,
                  worker: int = 0, workers: int = 1) -> None:
         self.worker, self.workers = worker, workers
+        listeners = own_listeners(config, workers)  # before worker > 0 drops [radius]
         if workers > 1:
             # Each worker keeps its own ledger hash chain; the others hear RADIUS through
             # the shared store and the canary's probes through the shared port.
@@ -74,6 +77,8 @@ class Service:
             read_timeout=proxy.read_timeout, header_timeout=proxy.header_timeout,
             idle_timeout=proxy.idle_timeout, tunnel_idle_timeout=proxy.tunnel_idle_timeout,
             metrics=self.metrics,
+            destinations=DestinationPolicy(proxy.deny_destinations, proxy.allow_destinations,
+                                           listeners),
             switch_tripped=lambda: switch.tripped)
         self._stop = asyncio.Event()
 
@@ -172,6 +177,24 @@ class Service:
             lines.append(f"  try      curl -x http://{proxy} http://{host}/api/check")
         lines += self.leakguard.banner_lines()
         print("\n".join(lines), flush=True)
+
+
+def own_listeners(config: Config, workers: int) -> list[tuple[str, int]]:
+    """Every address this gateway listens on, every worker's included: the proxy refuses
+    them as destinations (destinations.py), whatever allow_destinations says."""
+    addresses = [_host_port(config.proxy.listen)]
+    web_host, web_port = _host_port(config.web.listen)
+    addresses += [(web_host, web_port + k) for k in range(workers)]
+    if config.model.radius is not None:
+        addresses.append(_host_port(config.model.radius.listen))
+    out = []
+    for host, port in addresses:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue  # the listener itself will fail to start, and say why
+        out += [(str(info[4][0]), port) for info in infos]
+    return out
 
 
 def serve(config: Config, workers: int | None = None) -> int:

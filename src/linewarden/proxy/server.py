@@ -16,12 +16,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 
 from ..bindings import Binding, BindingStore
 from ..decide import Decision, Destination, RequestHead, Rules, decide
+from ..destinations import DestinationPolicy, masked_client, same_host
 from ..http import (
     HAS_LENGTH,
     REASONS,
@@ -43,6 +44,7 @@ from .limits import (
 )
 from .upstream import (
     Address,
+    DestinationRefused,
     Pool,
     UpstreamConnection,
     UpstreamError,
@@ -51,6 +53,19 @@ from .upstream import (
 )
 
 log = logging.getLogger("linewarden.proxy")
+
+# RFC 9110 §9.2.2: methods a proxy may repeat when a connection fails before the response.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+# How far the destination policy trusts a route (destinations.py):
+MAPPED = 0  # [proxy.resolve]: the operator's explicit map, not judged
+ALLOWED = 1  # in allow_destinations: judged only against the gateway's own listeners
+DEFAULT = 2  # allowed by default: this host's own addresses refused after connect too
+
+
+class Route(NamedTuple):
+    address: Address  # the numeric address judged, and the one connected to
+    trust: int  # MAPPED, ALLOWED or DEFAULT
 
 
 class _HeadTooLarge(Exception):
@@ -63,7 +78,8 @@ class Exchange:
     """One request and its response on a client connection."""
 
     __slots__ = ("body_done", "chunked_out", "close_after", "decision", "head", "keep_alive",
-                 "pending", "pending_bytes", "response_started", "started", "upstream")
+                 "pending", "pending_bytes", "response_started", "retried", "started",
+                 "upstream")
 
     def __init__(self, head: RequestHead, keep_alive: bool) -> None:
         self.head = head
@@ -75,6 +91,7 @@ class Exchange:
         self.body_done = False
         self.response_started = False
         self.chunked_out = False
+        self.retried = False  # sent again once after a stale pooled connection closed
         self.close_after = not keep_alive or head.version == "1.0"
         self.started = 0.0
 
@@ -87,6 +104,7 @@ class Gateway:
                  read_timeout: float = 60.0, header_timeout: float = 10.0,
                  idle_timeout: float = 60.0, tunnel_idle_timeout: float = 600.0,
                  metrics: Metrics | None = None,
+                 destinations: DestinationPolicy | None = None,
                  switch_tripped: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
@@ -94,6 +112,7 @@ class Gateway:
         self.recorder = recorder
         self.submit_record = submitter(recorder)
         self.routes = static_routes(resolve or {})
+        self.destinations = destinations or DestinationPolicy()
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
@@ -126,19 +145,39 @@ class Gateway:
             conn.abort()
         self.pool.close()
 
-    async def address_of(self, host: str, port: int) -> Address:
+    async def route(self, host: str, port: int) -> Route:
+        """Where to connect for `host`:`port`: the static map, else the first address the
+        resolver gives that the destination policy allows. Every numeric spelling a
+        resolver accepts (`127.1`, `0x7f000001`, `2130706433`) arrives here as the address
+        it means; the caller connects to exactly the address judged, so no later lookup can
+        answer differently (DNS rebinding). Raises DestinationRefused (403) when no
+        candidate is allowed."""
         static = resolve_static(self.routes, host, port)
         if static is not None:
-            return static
+            return Route(static, MAPPED)
         literal = host[1:-1] if host.startswith("[") else host
         try:
             infos = await self.loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             raise UpstreamError(502, f"cannot resolve host '{host}'") from None
-        if not infos:
-            raise UpstreamError(502, f"cannot resolve host '{host}'")
-        sockaddr = infos[0][4]
-        return str(sockaddr[0]), int(sockaddr[1])
+        refusal = ""
+        for info in infos:
+            ip, candidate_port = str(info[4][0]), int(info[4][1])
+            verdict = self.destinations.judge(ip, candidate_port)
+            if verdict.reason is None:
+                return Route((ip, candidate_port), ALLOWED if verdict.explicit else DEFAULT)
+            refusal = refusal or verdict.reason
+        if refusal:
+            raise DestinationRefused(refusal)
+        raise UpstreamError(502, f"cannot resolve host '{host}'")
+
+    def vet(self, route: Route, to_self: bool) -> None:
+        """After connect() and before any byte is sent: is the peer this very host?"""
+        if route.trust != MAPPED:
+            reason = self.destinations.judge_connected(to_self, route.address[1],
+                                                       route.trust == ALLOWED)
+            if reason is not None:
+                raise DestinationRefused(reason)
 
     async def _sweep(self) -> None:
         """One timer for every timeout: slowloris heads, idle keep-alive, slow upstreams."""
@@ -442,10 +481,22 @@ class ClientConnection(asyncio.Protocol):
         else:
             gw.loop.create_task(self._connect_then_send(exchange, destination))
 
-    async def _connect_then_send(self, exchange: Exchange, destination: Destination) -> None:
+    async def _connect_then_send(self, exchange: Exchange, destination: Destination, *,
+                                 fresh: bool = False) -> None:
+        """`fresh`: a new connection even if one is idle (the retry after a stale one)."""
+        gw = self.gw
         try:
-            address = await self.gw.address_of(destination.host, destination.port)
-            conn = self.gw.pool.take(address) or await self.gw.pool.connect(address)
+            route = await gw.route(destination.host, destination.port)
+            conn = None if fresh else gw.pool.take(route.address)
+            conn = conn or await gw.pool.connect(route.address)
+            try:
+                gw.vet(route, conn.to_self())
+            except DestinationRefused:
+                conn.abort()  # nothing was sent on it
+                raise
+        except DestinationRefused as exc:
+            self._refuse(exc)
+            return
         except UpstreamError as exc:
             self.response_failed(exc.status, str(exc))
             return
@@ -471,7 +522,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.upstream = conn
         conn.begin(self, serialize_head(start, [*decision.headers, *decision.identity]),
                    head_request=head.method == b"HEAD", now=self.gw.loop.time())
-        if decision.record is not None and decision.identity:
+        if decision.record is not None and decision.identity and not exchange.retried:
             metrics = self.gw.metrics
             for claim in decision.record.claims:
                 metrics.count(metrics.disclosures, decision.record.partner_id, claim)
@@ -546,9 +597,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
-    def response_failed(self, status: int, message: str) -> None:
+    def response_failed(self, status: int, message: str, *, stale: bool = False) -> None:
         exchange = self.active
         if exchange is None:
+            return
+        if stale and self._retry(exchange):
             return
         self.gw.metrics.count(self.gw.metrics.upstream_errors, str(status))
         log.info("upstream error: %s", message, extra={"status": status})
@@ -556,6 +609,33 @@ class ClientConnection(asyncio.Protocol):
             self.abort()  # the client already has part of a response: only a cut is honest
         else:
             self._fail_and_close(status, message)
+
+    def _retry(self, exchange: Exchange) -> bool:
+        """A reused keep-alive connection closed before any byte of the response: the origin
+        most likely closed it as idle just as we sent (the keep-alive race). RFC 9112 §9.3.1
+        lets a proxy retry then if the method is idempotent (RFC 9110 §9.2.2); we also need
+        the whole request again, so only a request without a body is retried (a body was
+        streamed on and is gone). Once, on a fresh connection; the ledger row and the
+        disclosure counts belong to the first attempt, so neither is repeated."""
+        decision = exchange.decision
+        if (exchange.retried or exchange.response_started or decision is None
+                or decision.destination is None or decision.body != "none"
+                or exchange.head.method not in IDEMPOTENT_METHODS):
+            return False
+        exchange.retried = True
+        exchange.upstream = None
+        self.gw.metrics.count(self.gw.metrics.upstream_retries, "stale")
+        self.gw.loop.create_task(
+            self._connect_then_send(exchange, decision.destination, fresh=True))
+        return True
+
+    def _refuse(self, refusal: DestinationRefused) -> None:
+        """403 for a destination the policy refuses; one log line, no subscriber in it."""
+        metrics = self.gw.metrics
+        metrics.count(metrics.refused_destinations, refusal.reason)
+        log.warning("destination refused (%s) for client %s", refusal.reason,
+                    masked_client(self.client_ip))
+        self._fail_and_close(403, str(refusal))
 
     def upstream_writable(self, writable: bool) -> None:
         self._pause_reading(not writable)
@@ -587,11 +667,24 @@ class ClientConnection(asyncio.Protocol):
         """CONNECT: bytes pass untouched both ways; no enrichment is possible inside TLS."""
         destination = exchange.decision.destination if exchange.decision else None
         assert destination is not None and self.transport is not None
+        gw = self.gw
         try:
-            address = await self.gw.address_of(destination.host, destination.port)
-            transport, _ = await asyncio.wait_for(
-                self.gw.loop.create_connection(lambda: Pipe(self.transport, self), *address),
-                self.gw.connect_timeout)
+            route = await gw.route(destination.host, destination.port)
+            # The first Pipe holds what the upstream says before we are sure of it: nothing
+            # reaches the client, and nothing the client sent reaches the upstream, until
+            # the destination is vetted and the 200 is out.
+            transport, early = await asyncio.wait_for(
+                gw.loop.create_connection(lambda: Pipe(None, self), *route.address),
+                gw.connect_timeout)
+            try:
+                gw.vet(route, same_host(transport.get_extra_info("sockname"),
+                                        transport.get_extra_info("peername")))
+            except DestinationRefused:
+                transport.abort()
+                raise
+        except DestinationRefused as exc:
+            self._refuse(exc)
+            return
         except UpstreamError as exc:
             self._fail_and_close(exc.status, str(exc))
             return
@@ -607,6 +700,8 @@ class ClientConnection(asyncio.Protocol):
         self.gw.metrics.count(self.gw.metrics.requests, "connect", "200")
         self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self._become_tunnel(transport)
+        for data in early.held:
+            self.transport.write(data)
 
     # ------------------------------------------------------------ endings
 
@@ -646,6 +741,7 @@ class Pipe(asyncio.Protocol):
         self.peer = peer
         self.owner = owner  # the client side, which keeps the tunnel's idle clock
         self.transport: asyncio.Transport | None = None
+        self.held: list[bytes] = []  # bytes received while there is no peer yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's isn't a subclass
@@ -653,6 +749,8 @@ class Pipe(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
             self.peer.write(data)
+        else:
+            self.held.append(data)
         self.owner.tunnel_busy = True
 
     def eof_received(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from ..destinations import same_host
 from ..http import HAS_LENGTH, HAS_TRANSFER_ENCODING, split_head
 from .limits import (
     MAX_RESPONSE_HEAD_BYTES,
@@ -33,6 +34,14 @@ class UpstreamError(Exception):
         self.status = status  # 502 or 504, for the client
 
 
+class DestinationRefused(UpstreamError):
+    """The destination policy (destinations.py) refused where the request would connect."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(403, f"this proxy does not connect to that destination ({reason})")
+        self.reason = reason  # the metric label: loopback, gateway, this-host, ...
+
+
 class ResponseSink(Protocol):
     """What an upstream connection reports to the client side, in order."""
 
@@ -41,7 +50,9 @@ class ResponseSink(Protocol):
     def response_body(self, chunk: bytes) -> None: ...
     def response_end(self) -> None: ...
     def flush(self) -> None: ...
-    def response_failed(self, status: int, message: str) -> None: ...
+    def response_failed(self, status: int, message: str, *, stale: bool = False) -> None:
+        """`stale`: a reused connection closed before any byte of the response (the
+        keep-alive race); the request may be retried once on a fresh connection."""
     def upstream_writable(self, writable: bool) -> None: ...
     def upgraded(self, rest: bytes) -> None: ...
 
@@ -85,6 +96,8 @@ class UpstreamConnection(asyncio.Protocol):
         # per read too). None while we hold the upstream back for a slow client.
         self.quiet_since: float | None = None
         self.got_bytes = False
+        self.reused = False  # has served an exchange before (came from the idle pool)
+        self._to_self: bool | None = None
         self.held = False
         self.closed = False
         self._raw = b""  # the bytes read while a response head is incomplete
@@ -111,9 +124,18 @@ class UpstreamConnection(asyncio.Protocol):
         if self._final and self._close_delimited:
             sink.response_end()  # RFC 9112 §6.3 rule 8: the body ends when the connection does
         elif not self.got_bytes:
-            sink.response_failed(502, "upstream closed the connection without a response")
+            sink.response_failed(502, "upstream closed the connection without a response",
+                                 stale=self.reused)
         else:
             sink.response_failed(502, "upstream connection broke during the response")
+
+    def to_self(self) -> bool:
+        """Whether the peer is this host (local address == peer address), asked once."""
+        if self._to_self is None:
+            transport = self.transport
+            self._to_self = transport is not None and same_host(
+                transport.get_extra_info("sockname"), transport.get_extra_info("peername"))
+        return self._to_self
 
     def pause_writing(self) -> None:
         if self.sink:
@@ -286,6 +308,7 @@ class Pool:
         # an idle connection must read, to see the origin close it and to get the next
         # client's answer.
         conn.hold(False)
+        conn.reused = True
         conn.idle_since = self.loop.time()
         idle.append(conn)
 
