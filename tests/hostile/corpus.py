@@ -65,7 +65,7 @@ EXPECTED_VALUES: dict[str, dict[str, str]] = {
 @dataclass(frozen=True)
 class Case:
     name: str
-    category: str  # forged-identity | framing | host-match
+    category: str  # forged-identity | framing | host-match | destination
     group: str  # finer: spelling, position, keep-alive, cl-te, chunk, ...
     payload: tuple[bytes, ...]  # sent one after the other (a short pause between)
     outcome: Outcome
@@ -587,13 +587,47 @@ def host_match() -> Iterator[Case]:
         "reject")
 
 
+# ---------------------------------------------------------------- destinations (issue 15)
+
+# Every spelling a resolver turns into this host (PRODUCT.md invariant 6): refused with 403
+# before any connect, whatever the mode. @P@ is the echo origin's port, so a request that
+# got through would be found there; CONNECT uses 443, a port the hostile gateway allows.
+INTERNAL_SPELLINGS = ("127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1",
+                      "127.0.0.1.", "localhost", "localhost.", "[::1]", "[::ffff:127.0.0.1]",
+                      "[::ffff:7f00:1]", "0", "0.0.0.0", "127.255.255.254", "[::127.0.0.1]")
+METADATA = ("169.254.169.254", "[fe80::1]", "[::ffff:169.254.169.254]",
+            "[64:ff9b::a9fe:a9fe]", "[2002:a9fe:a9fe::]", "224.0.0.1", "255.255.255.255")
+WEBSOCKET = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+             ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+
+
+def destinations() -> Iterator[Case]:
+    g = "internal"
+    for host in INTERNAL_SPELLINGS:
+        for mode in ("forward", "transparent"):
+            yield Case(f"{g}:{host}/{mode}", "destination", g,
+                       (req(host=f"{host}:@P@", mode=mode),), "reject")
+        yield Case(f"{g}:{host}/websocket", "destination", g,
+                   (req(host=f"{host}:@P@", path="/ws/@M@", headers=WEBSOCKET, close=False),),
+                   "reject")
+        yield Case(f"{g}:{host}/connect", "destination", g, (
+            f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n@M@".encode(),),
+            "reject")
+    g = "metadata"
+    for host in METADATA:
+        yield Case(f"{g}:{host}/forward", "destination", g, (req(host=host),), "reject")
+        yield Case(f"{g}:{host}/connect", "destination", g, (
+            f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n@M@".encode(),),
+            "reject")
+
+
 # Cases that fail today, with the report sent to the gateway's owner. The tests mark them
 # xfail(strict): they show as failures in run.py, and the day they pass the suite says so.
 KNOWN_GAPS: dict[str, str] = {}
 
 
 def all_cases() -> list[Case]:
-    cases = [*forged_identity(), *framing(), *host_match()]
+    cases = [*forged_identity(), *framing(), *host_match(), *destinations()]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names must be unique"
     return cases

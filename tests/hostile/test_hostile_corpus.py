@@ -33,6 +33,7 @@ def test_corpus_has_what_issue_9_asks_for() -> None:
     by_category = Counter(c.category for c in CASES)
     assert by_category["forged-identity"] >= 150
     assert by_category["framing"] >= 50
+    assert by_category["destination"] >= 60  # issue 15: every spelling, every mode
     groups = {c.group for c in CASES}
     for needed in ("spelling", "trailers", "keep-alive", "pipelined", "obs-fold",
                    "value-bytes", "http-1.0", "cl-te", "te-te", "content-length", "chunk",
