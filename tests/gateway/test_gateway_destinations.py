@@ -219,9 +219,9 @@ def test_mapped_hosts_still_reach_loopback(guarded: Gateway, origin: Origin) -> 
 def test_allow_and_deny_destinations(tmp_path: Path, origin: Origin) -> None:
     """allow 127.0.0.0/8 (exceptions to the default), deny 127.0.0.3/32 (longer prefix wins);
     the gateway's own listeners stay refused whatever allow says."""
-    allowed, denied = Listener("127.0.0.1"), Listener("127.0.0.3")
+    allowed, denied, banner = Listener("127.0.0.1"), Listener("127.0.0.3"), Banner()
     try:
-        gw = _start(tmp_path / "gw", origin, [allowed.port, denied.port],
+        gw = _start(tmp_path / "gw", origin, [allowed.port, denied.port, banner.port],
                     'allow_destinations = ["127.0.0.0/8"]\n'
                     'deny_destinations = ["127.0.0.3/32", "10.0.0.0/8"]')
         try:
@@ -238,11 +238,46 @@ def test_allow_and_deny_destinations(tmp_path: Path, origin: Origin) -> None:
                     data, _ = exchange(gw.proxy_port, request)
                     assert data.startswith(b"HTTP/1.1 403 ") and b"(gateway)" in data, mode
             assert _metric(gw, "linewarden_refused_destinations_total", 'reason="gateway"') == 8
+            # An allowed CONNECT to a server that speaks first: bytes that arrive while the
+            # destination is vetted are held, not dropped, and follow our 200.
+            with RawClient(gw.proxy_port) as client:
+                client.send(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % banner.port)
+                while not client.buf.endswith(Banner.GREETING) and client._fill():
+                    pass
+            assert client.buf == b"HTTP/1.1 200 Connection established\r\n\r\n" + \
+                Banner.GREETING
         finally:
             gw.stop()
     finally:
         allowed.close()
         denied.close()
+        banner.close()
+
+
+class Banner:
+    """A server that speaks first (SSH, SMTP style) on 127.0.0.1."""
+
+    GREETING = b"SSH-2.0-linewarden-test\r\n"
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.sendall(self.GREETING)
+                conn.recv(1)  # hold the connection until the client goes
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def test_bad_cidr_is_a_config_error_with_file_and_line(tmp_path: Path) -> None:

@@ -74,23 +74,26 @@ def test_stop_sharing_on_me_ends_the_header_on_the_next_proxied_request(
 ) -> None:
     profiles = demo.directory / ".linewarden" / "profiles.csv"
     assert stat.S_IMODE(profiles.stat().st_mode) == 0o600  # created empty at start-up
-    # One browser: partner sites through the gateway's proxy, /me directly (Chromium never
-    # proxies loopback). It connects from 127.0.0.1: the demo's first subscriber.
+    # One browser, two contexts: partner sites through the gateway's proxy, /me directly
+    # (Playwright's Chromium proxies loopback too, and the proxy refuses the gateway's own
+    # listeners: issue 15). Both connect from 127.0.0.1: the demo's first subscriber.
     context = chromium.new_context(proxy={"server": demo.proxy}, java_script_enabled=False)
-    page = context.new_page()
+    direct = chromium.new_context(java_script_enabled=False)
+    page, me_page = context.new_page(), direct.new_page()
     try:
         assert partner_sees(page)["x-up-calling-line-id"] == "447400900123"
 
-        me = page.goto(demo.web + "/me")
+        me = me_page.goto(demo.web + "/me")
         assert me is not None and me.status == 200
-        assert "demo-carrier-billing" in page.inner_text("#report")
-        page.click("#partner-demo-carrier-billing button")  # "Stop sharing"
-        page.wait_for_selector("#done")
-        assert "stopped" in page.inner_text("#partner-demo-carrier-billing")
-        assert "503" not in page.content() and "customer care" not in page.content()
+        assert "demo-carrier-billing" in me_page.inner_text("#report")
+        me_page.click("#partner-demo-carrier-billing button")  # "Stop sharing"
+        me_page.wait_for_selector("#done")
+        assert "stopped" in me_page.inner_text("#partner-demo-carrier-billing")
+        assert "503" not in me_page.content() and "customer care" not in me_page.content()
 
         after = partner_sees(page)
         assert "x-up-calling-line-id" not in after and "x-operator" not in after
     finally:
         context.close()
+        direct.close()
     assert "447400900123,,demo-carrier-billing" in profiles.read_text()
