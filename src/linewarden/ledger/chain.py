@@ -287,7 +287,8 @@ _PLACE_SEARCH = 32
 class _Node:
     index: int  # position in the newest-first stream
     row: StoredRow
-    done: bool = False
+    done: bool = False  # placed in the chain, or judged not in it
+    held: bool = False  # read past while looking ahead: in _by_hash / _copies
 
 
 class _Walk:
@@ -304,6 +305,8 @@ class _Walk:
         self._by_hash: dict[bytes, _Node] = {}  # rows not yet placed in the chain
         self._copies: dict[bytes, list[_Node]] = {}  # more unplaced rows with one hash
         self._queue: deque[_Node] = deque()  # the same, in stream order (placed ones lazily)
+        # Rows are read only as far as the walk needs: on an intact chain the row it wants
+        # is the next one in store order, and nothing is held.
         self._high = -1  # highest stream index placed so far
         self._last: _Node | None = None  # the row placed last (the chain's current row)
         self._shift = 0  # stored seq - chain seq of the last row placed (renumbering)
@@ -335,20 +338,22 @@ class _Walk:
 
     # ------------------------------------------------------------ the window
 
-    def _fill(self) -> None:
-        """Read ahead one window past the furthest row placed."""
-        rows, by_hash, queue = self._rows, self._by_hash, self._queue
-        while self._read <= self._high + self.window:
-            row = next(rows, None)
-            if row is None:
-                return
-            node = _Node(self._read, row)
-            self._read += 1
-            if row.row_hash in by_hash:  # a copy of another row: rare, kept aside
-                self._copies.setdefault(row.row_hash, []).append(node)
-            else:
-                by_hash[row.row_hash] = node
-            queue.append(node)
+    def _read_one(self) -> _Node | None:
+        row = next(self._rows, None)
+        if row is None:
+            return None
+        self._read += 1
+        return _Node(self._read - 1, row)
+
+    def _hold(self, node: _Node) -> None:
+        """Keep a row read past while looking ahead, until the chain reaches it."""
+        node.held = True
+        digest = node.row.row_hash
+        if digest in self._by_hash:  # a copy of another row: rare, kept aside
+            self._copies.setdefault(digest, []).append(node)
+        else:
+            self._by_hash[digest] = node
+        self._queue.append(node)
 
     def _evict(self) -> None:
         """Rows a window behind the walk that nothing has led to are not in the chain."""
@@ -360,6 +365,9 @@ class _Walk:
                 self._not_in_chain(node)
 
     def _forget(self, node: _Node) -> None:
+        if not node.held:
+            return
+        node.held = False
         digest = node.row.row_hash
         copies = self._copies.get(digest)
         if copies is not None and node in copies:
@@ -372,20 +380,32 @@ class _Walk:
             del self._copies[digest]
 
     def _find(self, digest: bytes) -> _Node | None:
-        """The unplaced row with this hash: the nearest one below the current row, else the
-        nearest above it (a copy elsewhere stays unplaced, and reads as inserted)."""
-        node = self._by_hash.get(digest)
-        if node is None or digest not in self._copies:
-            return node
-        nodes = [node, *self._copies[digest]]
+        """The unplaced row with this hash: the nearest one below the current row (reading
+        on, at most a window past the furthest row placed), else the nearest above it. A
+        copy elsewhere stays unplaced, and reads as inserted. Rows read past are held."""
         at = self._last.index if self._last is not None else -1
-        below = [n for n in nodes if n.index > at]
-        return min(below, key=lambda n: n.index) if below else max(nodes,
-                                                                   key=lambda n: n.index)
+        held = self._by_hash.get(digest)
+        if held is not None and digest in self._copies:
+            nodes = [held, *self._copies[digest]]
+            below = [n for n in nodes if n.index > at]
+            held = min(below, key=lambda n: n.index) if below else max(nodes,
+                                                                       key=lambda n: n.index)
+        if held is not None and held.index > at:
+            return held
+        while self._read <= self._high + self.window:
+            node = self._read_one()
+            if node is None:
+                break
+            if node.row.row_hash == digest:  # the usual case: the next row in store order
+                return node
+            self._hold(node)
+        return held
 
     def _next_below(self) -> _Node | None:
+        """The nearest row below the current one not yet placed (held, or the next read)."""
         at = self._last.index if self._last is not None else -1
-        return next((n for n in self._queue if not n.done and n.index > at), None)
+        held = next((n for n in self._queue if not n.done and n.index > at), None)
+        return held if held is not None else self._read_one()
 
     # ------------------------------------------------------------ placing rows
 
@@ -407,11 +427,12 @@ class _Walk:
         row = node.row
         if node.index < self._high:
             self._add("reordered", seq, row.id, _MOVED)
-        self._high = max(self._high, node.index)
+        else:
+            self._high = node.index
         self._last = node
         if not checked and not self._hashes_as(row, seq):
             self._add("altered", seq, row.id, _EDITED)
-        for cp in self.by_seq.get(seq, ()):
+        for cp in self.by_seq.get(seq, ()) if self.by_seq else ():
             if cp.row_hash == row.row_hash:
                 self.out.checkpoints_checked += 1
                 self._cp_run = None
@@ -426,9 +447,11 @@ class _Walk:
                 self.problems.append(problem)
             else:
                 self.problems[self._cp_run] = problem
-        self.out.rows += 1
-        self.out.first_seq = seq
-        self.out.last_seq = max(self.out.last_seq, seq)
+        out = self.out
+        out.rows += 1
+        out.first_seq = seq
+        if seq > out.last_seq:
+            out.last_seq = seq
         self._shift = row.fields.seq - seq
 
     def _places(self, row: StoredRow, highest: int) -> Iterator[int]:
@@ -446,7 +469,9 @@ class _Walk:
         hashes as an older seq instead, the seqs between were skipped: rows deleted and
         the row after them rewritten to follow on (only a checkpoint can say more)."""
         row = node.row
-        if self._hashes_as(row, want_seq):
+        f = row.fields
+        if row_hash(row.prev_hash, f if f.seq == want_seq else f._replace(seq=want_seq)) \
+                == row.row_hash:  # the usual case, inline: this runs for every row
             self._place(node, want_seq, checked=True)
             return
         seq = next((s for s in self._places(row, want_seq - 1) if self._hashes_as(row, s)),
@@ -492,8 +517,6 @@ class _Walk:
         want_seq = self.head.seq if self.head else 0
         queue = self._queue
         while True:
-            if self._read <= self._high + self.window:
-                self._fill()
             if queue and (queue[0].done or queue[0].index < self._high - self.window):
                 self._evict()
             if self.head is not None and want_seq <= 0:
