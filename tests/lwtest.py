@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
+import json
 import os
 import random
 import signal
@@ -265,6 +267,61 @@ class TlsOrigin:
 
 
 
+# ---------------------------------------------------------------- the admin listener
+
+def admin_socket(state_dir: Path, worker: int = 0) -> Path:
+    """Where `serve` puts the admin socket when [admin] listen is not set."""
+    return state_dir / ("admin.sock" if worker == 0 else f"admin-w{worker}.sock")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """The stdlib client over AF_UNIX (the tests' own, independent of linewarden's)."""
+
+    def __init__(self, path: Path, timeout: float = 5.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.path))
+
+
+def admin_http(where: Path | str, method: str, target: str, body: object = None,
+               headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request to an admin listener: a socket path, or "host:port" for TCP.
+    Returns (status, body)."""
+    if isinstance(where, Path):
+        conn: http.client.HTTPConnection = _UnixHTTPConnection(where)
+    else:
+        host, port = where.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5.0)
+    data = json.dumps(body).encode() if body is not None else None
+    sent = {**({"Content-Type": "application/json"} if data is not None else {}),
+            **(headers or {})}
+    try:
+        conn.request(method, target, body=data, headers=sent)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def admin_json(where: Path | str, method: str, target: str, body: object = None,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON answer of a 2xx admin call (AssertionError otherwise)."""
+    status, raw = admin_http(where, method, target, body, headers)
+    assert 200 <= status < 300, (status, raw[:300])
+    doc: dict[str, Any] = json.loads(raw or b"{}")
+    return doc
+
+
+def admin_metrics(where: Path | str, headers: dict[str, str] | None = None) -> str:
+    status, raw = admin_http(where, "GET", "/metrics", headers=headers)
+    assert status == 200, (status, raw[:300])
+    return raw.decode()
+
+
 # ---------------------------------------------------------------- the gateway subprocess
 
 DEFAULT_PARTNERS = """
@@ -306,6 +363,16 @@ class Gateway:
     def web(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
+    @property
+    def admin_socket(self) -> Path:
+        return admin_socket(self.directory / "state")
+
+    def admin(self, method: str, target: str, body: object = None) -> dict[str, Any]:
+        return admin_json(self.admin_socket, method, target, body)
+
+    def metrics(self) -> str:
+        return admin_metrics(self.admin_socket)
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -335,7 +402,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 def gateway_config(directory: Path, origin_port: int, *, proxy_port: int, web_port: int,
                    tls_port: int | None = None, connect_ports: list[int] | None = None,
-                   proxy_extra: str = "", web_extra: str = "",
+                   proxy_extra: str = "", web_extra: str = "", admin_extra: str = "",
                    partners: str = DEFAULT_PARTNERS, extra: str = "",
                    ledger_options: str = "") -> str:
     dead_port = free_port()  # nothing listens there: "upstream down"
@@ -379,6 +446,8 @@ key = "test-ledger-key"
 [web]
 listen = "127.0.0.1:{web_port}"
 {web_extra}
+{"[admin]" if admin_extra else ""}
+{admin_extra}
 {extra}
 {partners}
 """

@@ -10,7 +10,7 @@ import click
 from . import review
 from .bindings.cli import bindings
 from .checker_cli import checker
-from .cli_support import CliState, config_option, fail, get_config
+from .cli_support import CliState, admin_call, config_option, fail, get_config
 from .config import load_config
 from .keys_cli import keys
 from .killswitch_cli import canary, killswitch
@@ -46,8 +46,9 @@ def serve(ctx: click.Context, workers: int | None) -> None:
     """Run the gateway: proxy, checker, metrics and admin API, as the config says.
 
     With no config file (and no ./linewarden.toml) it runs the embedded demo: proxy on
-    127.0.0.1:3128, checker on http://127.0.0.1:8080/. Stop with Ctrl-C or SIGTERM;
-    SIGHUP (or POST /admin/reload) re-reads the policy.
+    127.0.0.1:3128, checker on http://127.0.0.1:8080/, admin API and metrics on the 0600
+    Unix socket .linewarden/admin.sock. Stop with Ctrl-C or SIGTERM; SIGHUP (or
+    `linewarden reload`) re-reads the policy.
     """
     from .serve import serve as run
 
@@ -57,6 +58,19 @@ def serve(ctx: click.Context, workers: int | None) -> None:
     except (OSError, ValueError) as exc:
         fail(f"cannot start: {exc}")
     sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Make the running gateway re-read its policy (like SIGHUP), through the admin API.
+
+    Exit 0 with the new policy version; 1 if the file was refused (the lint message is
+    printed; the running policy stays) or the gateway cannot be reached.
+    """
+    doc = admin_call(get_config(ctx), "POST", "/admin/reload") or {}
+    click.echo(f"policy reloaded: version {doc.get('policy_version', '?')}")
 
 
 @main.group()

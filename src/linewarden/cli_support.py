@@ -1,4 +1,5 @@
-"""What every subcommand shares: the config it runs against and how it fails."""
+"""What every subcommand shares: the config it runs against, how it fails, and how it
+reaches the running gateway's admin API."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .admin_client import AdminClient, AdminError
 from .config import Config, load_config
 from .sourcemap import ConfigError, ConfigErrors
 
@@ -52,3 +54,15 @@ def config_option(func: F) -> F:
 def get_config(ctx: click.Context) -> Config:
     """The config named by --config (on the group or the subcommand), or the default."""
     return ctx.ensure_object(CliState).config()
+
+
+def admin_call(config: Config, method: str, path: str, body: dict[str, Any] | None = None,
+               *, missing_ok: bool = False) -> dict[str, Any] | None:
+    """One admin API call over `[admin] listen`; any failure ends the command with one
+    sentence. With `missing_ok`, a 404 is None instead."""
+    try:
+        return AdminClient(config).request(method, path, body)
+    except AdminError as exc:
+        if missing_ok and exc.status == 404:
+            return None
+        fail(str(exc))

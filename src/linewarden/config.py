@@ -299,14 +299,62 @@ class NumberVerificationSection(_Section):
 
 
 class WebSection(_Section):
+    """The public pages: checker, /me, Number Verification, JWKS, /healthz. Nothing here
+    changes the gateway; the control plane is [admin]."""
+
     listen: str = "127.0.0.1:8080"
-    admin_token: str = ""
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         _host_port(v)
         return v
+
+
+# ---- [admin]: the control plane (admin API, /metrics), apart from the public pages
+ADMIN_SOCKET = "admin.sock"  # default: <state_dir>/admin.sock, mode 0600
+UNIX_PREFIX = "unix:"
+# sun_path is 108 bytes on Linux, one of them the terminating NUL (unix(7)).
+MAX_UNIX_PATH = 107
+# A Bearer token anyone could guess is no guard; 128 bits of randomness is what
+# `openssl rand -hex 16` gives (RFC 6750 §5.2: tokens must not be guessable).
+MIN_ADMIN_TOKEN = 16
+
+
+class AdminSection(_Section):
+    # "" : the Unix socket <state_dir>/admin.sock (0600: its file mode is the guard);
+    # "unix:PATH": another socket path; "host:port": TCP, which requires admin_token.
+    listen: str = ""
+    admin_token: str = ""
+    admin_token_file: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v.startswith(UNIX_PREFIX):
+            if not v[len(UNIX_PREFIX):]:
+                raise ValueError("'unix:' needs a socket path, e.g. \"unix:/run/lw/admin.sock\"")
+        elif v:
+            _host_port(v)
+        return v
+
+
+@dataclass(frozen=True)
+class AdminAddress:
+    """Where one process's admin listener is: a Unix socket path, or TCP host and port."""
+
+    path: Path | None
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class ConfigModel(_Section):
@@ -319,6 +367,7 @@ class ConfigModel(_Section):
     ledger: LedgerSection = LedgerSection()
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
+    admin: AdminSection = AdminSection()
     radius: RadiusSection | None = None  # no section: no RADIUS listener
     profiles: ProfilesSection | None = None  # no section: no subscriber profiles
     canary: CanarySection | None = None  # no section: no canary
@@ -341,6 +390,29 @@ class Config:
     @property
     def web(self) -> WebSection:
         return self.model.web
+
+    @property
+    def admin(self) -> AdminSection:
+        return self.model.admin
+
+    def admin_address(self, worker: int = 0) -> AdminAddress:
+        """Worker 0's admin listener, or worker K's: `admin-wK.sock` beside the socket, or
+        the TCP port + K (each worker reports its own metrics there)."""
+        listen = self.admin.listen
+        if listen and not listen.startswith(UNIX_PREFIX):
+            host, port = _host_port(listen)
+            return AdminAddress(None, host, port + worker)
+        path = self.resolve_path(listen[len(UNIX_PREFIX):]) if listen \
+            else self.state_dir / ADMIN_SOCKET
+        if worker:
+            path = path.with_name(f"{path.stem}-w{worker}{path.suffix}")
+        return AdminAddress(path)
+
+    def admin_token(self) -> str:
+        """The admin API's Bearer token ("" when none is set)."""
+        if self.admin.admin_token:
+            return self.admin.admin_token
+        return _read_secret("", self.admin.admin_token_file, self.base).decode()
 
     @property
     def ledger(self) -> LedgerSection:
@@ -459,11 +531,17 @@ def load_config(path: str | None = None) -> Config:
 
 
 def _build(data: dict[str, Any], smap: SourceMap, base: Path, raw: bytes) -> Config:
+    moved = _moved_keys(data, smap)
+    if moved:
+        raise ConfigErrors(moved)
     try:
         model = ConfigModel.model_validate(data)
     except ValidationError as exc:
         raise ConfigErrors([_error(err, smap) for err in exc.errors()]) from None
     config = Config(model, smap.path, base, Policy((), "", smap.path))
+    problems = _admin_problems(config, data, smap)
+    if problems:
+        raise ConfigErrors(problems)
     if model.policy.file:
         config.policy, _ = load_policy(config.policy_path)
     else:
@@ -478,3 +556,80 @@ def _error(err: Any, smap: SourceMap) -> ConfigError:
         return smap.error(loc, f"unknown key '{key}'", "remove it or check its spelling")
     message = str(err["msg"]).removeprefix("Value error, ")
     return smap.error(loc, f"'{key}': {message}")
+
+
+def _moved_keys(data: dict[str, Any], smap: SourceMap) -> list[ConfigError]:
+    """Keys that used to mean something else are refused by name, not silently moved:
+    `[web] admin_token` opened the admin API on the public port to token holders."""
+    web = data.get("web")
+    if isinstance(web, dict) and "admin_token" in web:
+        return [smap.error(("web", "admin_token"), "[web] admin_token is gone: the admin API "
+                           "no longer listens on [web] listen",
+                           "move it to [admin] admin_token (with [admin] listen = "
+                           "\"host:port\" for remote callers), or delete it to use the "
+                           "default 0600 Unix socket <state_dir>/admin.sock")]
+    return []
+
+
+def _admin_problems(config: Config, data: dict[str, Any], smap: SourceMap) -> list[ConfigError]:
+    """The admin listener's own rules: TCP needs a token, a socket path must fit in
+    sun_path, and no [proxy.resolve] entry may lead the proxy to the admin port."""
+    admin = config.admin
+    where = ("admin", "listen") if admin.listen else ("admin",)
+    address = config.admin_address()
+    if address.path is not None:
+        if len(os.fsencode(address.path)) > MAX_UNIX_PATH - len("-w64"):
+            return [smap.error(where, f"the admin socket path {address.path} is too long for a "
+                               f"Unix socket ({MAX_UNIX_PATH} bytes, with room for "
+                               "'-wN' worker suffixes)",
+                               "set [admin] listen = \"unix:/run/linewarden/admin.sock\" "
+                               "(or a shorter state_dir)")]
+        return []
+    problems: list[ConfigError] = []
+    try:
+        token = config.admin_token()
+    except ValueError as exc:
+        return [smap.error(("admin", "admin_token_file"), str(exc))]
+    if not token:
+        problems.append(smap.error(where, f"[admin] listen = \"{admin.listen}\" is TCP, and "
+                                   "a TCP admin API needs a token (no address is trusted)",
+                                   "set [admin] admin_token_file = \"admin.token\" (e.g. "
+                                   "`openssl rand -hex 32 > admin.token`), or remove listen "
+                                   "to use the 0600 Unix socket <state_dir>/admin.sock"))
+    elif len(token) < MIN_ADMIN_TOKEN:
+        problems.append(smap.error(("admin", "admin_token_file" if admin.admin_token_file
+                                    else "admin_token"),
+                                   f"the admin token is {len(token)} characters; at least "
+                                   f"{MIN_ADMIN_TOKEN} are needed",
+                                   "use `openssl rand -hex 32`"))
+    resolve = data.get("proxy", {}).get("resolve", {})
+    for name, target in resolve.items() if isinstance(resolve, dict) else ():
+        if _reaches(str(target), address):
+            problems.append(smap.error(
+                ("proxy", "resolve", name),
+                f"[proxy.resolve] '{name}' = '{target}' leads the proxy to the admin listener "
+                f"({address})" + ("" if _has_port(str(target)) else
+                                  ": without a port it reaches every port of that address"),
+                "map the host to another address, give it a port other than the admin "
+                "port, or move [admin] listen"))
+    return problems
+
+
+def _has_port(target: str) -> bool:
+    return target.count(":") == 1 or "]:" in target
+
+
+def _reaches(target: str, admin: AdminAddress) -> bool:
+    """Would a request to a host mapped to `target` connect to the admin TCP listener?"""
+    if _has_port(target):
+        host, port = _host_port(target)
+        if port != admin.port:
+            return False
+    else:
+        host = target.strip("[]")
+    try:
+        to, at = ipaddress.ip_address(host), ipaddress.ip_address(admin.host)
+    except ValueError:
+        return False
+    # A wildcard bind answers on every local address; loopback is the one a map names.
+    return to == at or (at.is_unspecified and (to.is_loopback or to.is_unspecified))

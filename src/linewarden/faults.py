@@ -8,7 +8,7 @@ partner — O2's 2012 failure mode, where every site got the number.
 It is reachable only when all of these hold:
   * the environment has `LINEWARDEN_TEST_FAULTS=leak-drill` (that exact value: a stray
     `=1` or `=true` from a config template does not enable it);
-  * through the admin API (`guarded()`: loopback or the admin token);
+  * through the admin API (its own listener: the 0600 Unix socket or TCP with the token);
 and when enabled, `serve` logs an error at start and prints a warning in its banner, and
 `linewarden_test_faults_enabled` reads 1 on /metrics, so it cannot run unnoticed.
 A policy reload (SIGHUP or /admin/reload) replaces the faulty rules with the real ones.
@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from .decide import Rules
 from .policy import HostMatcher, Partner, Policy
-from .web.admin import AdminContext, guarded
 
 FAULTS_ENV = "LINEWARDEN_TEST_FAULTS"
 FAULTS_VALUE = "leak-drill"
@@ -65,7 +64,7 @@ def leaky_rules(rules: Rules, partner_id: str = "") -> Rules:
     return Rules(policy, rules.settings)
 
 
-def fault_routes(ctx: AdminContext, get_rules: Callable[[], Rules],
+def fault_routes(get_rules: Callable[[], Rules],
                  set_rules: Callable[[Rules], None]) -> list[Route]:
     """`POST /admin/test-faults/leak-everywhere[?partner=ID]`; no route unless enabled."""
     if not enabled():
@@ -79,5 +78,5 @@ def fault_routes(ctx: AdminContext, get_rules: Callable[[], Rules],
             return JSONResponse({"error": str(exc)}, status_code=409)
         return JSONResponse({"injected": "leak-everywhere", "at": time.time()})
 
-    return [Route("/admin/test-faults/leak-everywhere", guarded(ctx, inject),
+    return [Route("/admin/test-faults/leak-everywhere", inject,
                   methods=["POST"])]

@@ -8,7 +8,9 @@ State lives in three places, each for a reason:
   * memory: the per-request read;
   * `<state_dir>/killswitch.json`: survives a restart. A file that exists but cannot be read
     or parsed means TRIPPED (fail closed, PRODUCT.md invariant 1); only a person's clear
-    replaces it;
+    replaces it. A running instance also watches it (every `POLL_INTERVAL`) and adopts a
+    newer state written there by another process: `linewarden killswitch trip` writes it
+    when the admin API cannot be reached (issue 15 item 8);
   * Redis (when `[store] url` is redis://): every instance sharing it converges within 1 s
     (issue 5). A change is SET and PUBLISHed atomically (one Lua script); subscribers apply
     the message at once, and a poll every `POLL_INTERVAL` catches a lost message or a dropped
@@ -211,14 +213,7 @@ class KillSwitch:
         return NEVER_TRIPPED
 
     def _write(self, state: SwitchState) -> None:
-        """Atomic replace: a crash mid-write leaves the old file, never half a new one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(state.to_json() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        write_state(self.path, state)
 
     # ------------------------------------------------------------ applying a state
 
@@ -257,7 +252,9 @@ class KillSwitch:
     # ------------------------------------------------------------ sharing via Redis
 
     async def open(self) -> None:
-        """Connect to Redis (if configured) and converge before the first request."""
+        """Watch the state file; connect to Redis (if configured) and converge before the
+        first request."""
+        self._tasks = [asyncio.create_task(self._file_loop(), name="killswitch-file")]
         if not self.redis_url:
             return
         import redis.asyncio as aioredis
@@ -267,8 +264,8 @@ class KillSwitch:
         self._confirmed_at = time.monotonic()
         if not await self._sync():
             self._set_unreachable(True)  # unknown at start: withhold until confirmed
-        self._tasks = [asyncio.create_task(self._poll_loop(), name="killswitch-poll"),
-                       asyncio.create_task(self._listen_loop(), name="killswitch-listen")]
+        self._tasks += [asyncio.create_task(self._poll_loop(), name="killswitch-poll"),
+                        asyncio.create_task(self._listen_loop(), name="killswitch-listen")]
 
     async def close(self) -> None:
         await tasks.stop(self._tasks)
@@ -277,6 +274,36 @@ class KillSwitch:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             self._redis = None
+
+    # ------------------------------------------------------------ the file, from outside
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    async def _file_loop(self) -> None:
+        """Adopt a newer state another process wrote (our own writes read back equal)."""
+        seen = self._file_signature()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            now = self._file_signature()
+            if now == seen or now is None:
+                seen = now
+                continue
+            seen = now
+            try:
+                state = SwitchState.from_json(self.path.read_bytes())
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                # Memory holds a known state; a bad rewrite is reported, and counts at the
+                # next start (unreadable means tripped there).
+                log.error("kill switch state file %s changed but cannot be read: %s",
+                          self.path, exc)
+                continue
+            if state.wins_over(self.state):
+                self._adopt(state, persisted=True)  # Redis gets it from the next poll
 
     async def _push(self, state: SwitchState) -> None:
         if self._redis is None:
@@ -353,3 +380,31 @@ class KillSwitch:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+
+# ------------------------------------------------------------ without a running gateway
+
+def write_state(path: Path, state: SwitchState) -> None:
+    """Atomic replace, 0600: a crash mid-write leaves the old file, never half a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(state.to_json() + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def share_state(redis_url: str, state: SwitchState, key: str = DEFAULT_KEY) -> SwitchState:
+    """SET-if-newer and PUBLISH `state` in Redis, as a running instance would; for the CLI
+    when no gateway answers. Returns the record that won. Raises on any Redis error."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT * 4,
+                                  socket_connect_timeout=REDIS_TIMEOUT * 4)
+    try:
+        winner = client.eval(_SET_IF_NEWER, 2, key, key + ":changes", state.to_json())
+    finally:
+        client.close()
+    return SwitchState.from_json(winner)

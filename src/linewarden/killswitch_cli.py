@@ -1,8 +1,11 @@
 """`linewarden killswitch trip|clear|status` and `linewarden canary [--once]`.
 
-The kill switch commands act on the *running* gateway through its admin API (`[web] listen`,
-with `[web] admin_token` when set), so the change takes effect at once and propagates from
-there to every instance sharing its Redis. `canary` probes the running gateway's proxy.
+The kill switch commands act on the *running* gateway through its admin API (`[admin]
+listen`), so the change takes effect at once and propagates from there to every instance
+sharing its Redis. `trip` never gives up: when the admin API cannot be reached it writes the
+shared state itself (the state file every instance on this state_dir watches and reads at
+start, and the Redis record and channel when `[store]` is Redis). `canary` probes the running
+gateway's proxy.
 """
 
 from __future__ import annotations
@@ -13,19 +16,16 @@ import json
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
-from .canary import Canary, CanarySettings, RoundResult, canary_settings, listen_address
-from .cli_support import config_option, fail, get_config
+from .admin_client import AdminClient, AdminError
+from .canary import Canary, CanarySettings, RoundResult, canary_settings
+from .cli_support import admin_call, config_option, fail, get_config
 from .config import CanarySection, Config
 from .decide import Rules
-
-# The admin API is on this host or next to it: a few seconds is plenty.
-ADMIN_TIMEOUT = 5.0
+from .killswitch import DEFAULT_KEY, STATE_FILE, SwitchState, mask_numbers, share_state, write_state
 
 
 def _person() -> str:
@@ -36,44 +36,10 @@ def _person() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class _AdminError(Exception):
-    pass
-
-
 def _admin(config: Config, method: str, path: str,
            body: dict[str, Any] | None = None) -> dict[str, Any]:
     """Call the admin API; failures end the command with one clear sentence."""
-    try:
-        return _call_admin(config, method, path, body)
-    except _AdminError as exc:
-        fail(str(exc))
-
-
-def _call_admin(config: Config, method: str, path: str,
-                body: dict[str, Any] | None = None) -> dict[str, Any]:
-    host, port = listen_address(config.web.listen)
-    host = f"[{host}]" if ":" in host else host
-    url = f"http://{host}:{port}{path}"
-    headers = {"Content-Type": "application/json"}
-    if config.web.admin_token:
-        headers["Authorization"] = f"Bearer {config.web.admin_token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    # The admin API is never reached through an http_proxy from the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=ADMIN_TIMEOUT) as response:
-            doc = json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        raise _AdminError(f"{url}: {exc.code} {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise _AdminError(f"cannot reach the gateway's admin API at {url} ({exc}); is "
-             f"`linewarden serve --config {config.path}` running?") from None
-    return doc if isinstance(doc, dict) else {}
+    return admin_call(config, method, path, body) or {}
 
 
 def _show(doc: dict[str, Any]) -> None:
@@ -101,8 +67,8 @@ NO_REASON = "tripped by hand, no reason given"
 def killswitch() -> None:
     """Stop every identity disclosure at once (trip), resume it (clear), or look (status).
 
-    Acts on the running gateway named by the config's [web] listen; instances sharing its
-    Redis follow within a second.
+    Acts on the running gateway through the config's [admin] listen; instances sharing its
+    Redis follow within a second. `trip` works without the admin API too.
     """
 
 
@@ -114,9 +80,53 @@ def killswitch() -> None:
 @click.option("--by", default=_person, show_default="user@host", help="Who is tripping.")
 @click.pass_context
 def trip(ctx: click.Context, reason: str, by: str) -> None:
-    """Trip the switch: requests keep flowing, no identity is added to any of them."""
-    _show(_admin(get_config(ctx), "POST", "/admin/killswitch/trip",
-                 {"reason": reason, "by": by}))
+    """Trip the switch: requests keep flowing, no identity is added to any of them.
+
+    Through the running gateway's admin API; if that cannot be reached, by writing the
+    shared state directly (exit 0 if anything was written)."""
+    _trip(get_config(ctx), reason, by)
+
+
+def _trip(config: Config, reason: str, by: str) -> None:
+    try:
+        doc = AdminClient(config).request("POST", "/admin/killswitch/trip",
+                                          {"reason": reason, "by": by})
+    except AdminError as exc:
+        click.echo(f"linewarden: the admin API did not take the trip: {exc}", err=True)
+        _trip_without_gateway(config, reason, by)
+        return
+    _show(doc)
+
+
+def _trip_without_gateway(config: Config, reason: str, by: str) -> None:
+    """Write the trip where running and future instances will find it; fail only if it
+    could be written nowhere."""
+    state = SwitchState(True, mask_numbers(reason.strip()) or NO_REASON, by.strip() or "cli",
+                        time.time(), f"cli@{socket.gethostname()}")
+    done: list[str] = []
+    path = config.state_dir / STATE_FILE
+    try:
+        write_state(path, state)
+        done.append(f"wrote {path}: gateways running on this state_dir trip within a "
+                    "second (they watch it); any gateway started with it starts tripped")
+    except OSError as exc:
+        click.echo(f"linewarden: cannot write {path}: {exc.strerror or exc}", err=True)
+    store = config.model.store.url
+    if store.startswith(("redis://", "rediss://")):
+        try:
+            share_state(store, state)
+            done.append(f"set and published Redis key {DEFAULT_KEY} ([store] url): every "
+                        "instance sharing that Redis trips within a second")
+        except Exception as exc:  # any Redis failure: say it, keep what the file gave
+            click.echo(f"linewarden: cannot write the kill switch to Redis: "
+                       f"{type(exc).__name__}: {exc}", err=True)
+    if not done:
+        fail("kill switch NOT tripped: neither the admin API, the state file nor Redis could "
+             "be reached. Stop disclosures another way (stop the gateways).")
+    click.echo("kill switch TRIPPED without the admin API:")
+    for line in done:
+        click.echo(f"  {line}")
+    click.echo("Check with: linewarden killswitch status (once the admin API answers)")
 
 
 @killswitch.command()
@@ -184,8 +194,7 @@ def canary(ctx: click.Context, once: bool, as_json: bool) -> None:
         result = asyncio.run(probe.run_round())
         _print_round(result, as_json)
         if result.outcome == "leak":
-            _admin(config, "POST", "/admin/killswitch/trip",
-                   {"reason": "canary: " + "; ".join(result.problems()), "by": "canary"})
+            _trip(config, "canary: " + "; ".join(result.problems()), "canary")
         time.sleep(max(0.0, settings.interval - (time.monotonic() - started)))
 
 
@@ -193,7 +202,8 @@ def _ensure_probe_binding(config: Config, settings: CanarySettings) -> None:
     """The probe is a reserved binding; (re)state it so a round never depends on luck."""
     probe = settings.probe
     try:
-        _call_admin(config, "POST", "/admin/bindings", {"ip": probe.ip, "msisdn": probe.msisdn})
-    except _AdminError as exc:
+        AdminClient(config).request("POST", "/admin/bindings",
+                                    {"ip": probe.ip, "msisdn": probe.msisdn})
+    except AdminError as exc:
         click.echo(f"linewarden: probe binding not (re)registered ({exc}); probing anyway",
                    err=True)

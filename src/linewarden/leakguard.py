@@ -21,7 +21,6 @@ from .faults import FAULTS_ENV, FAULTS_VALUE, fault_routes
 from .faults import enabled as faults_enabled
 from .killswitch import KillSwitch
 from .metrics import Metrics
-from .web.admin import AdminContext
 from .web.killswitch import killswitch_routes
 
 log = logging.getLogger("linewarden.leakguard")
@@ -52,10 +51,11 @@ class LeakGuard:
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return {**resolve, CONTROL_HOST: target}
 
-    def routes(self, admin: AdminContext, get_rules: Callable[[], Rules],
+    def routes(self, get_rules: Callable[[], Rules],
                set_rules: Callable[[Rules], None]) -> list[BaseRoute]:
-        return [*killswitch_routes(admin, self.switch, self.canary),
-                *fault_routes(admin, get_rules, set_rules)]
+        """Admin routes (mounted on the admin listener only)."""
+        return [*killswitch_routes(self.switch, self.canary),
+                *fault_routes(get_rules, set_rules)]
 
     async def open(self) -> None:
         """Before the proxy listens (and after the store started): converge the switch with

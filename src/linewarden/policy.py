@@ -47,8 +47,8 @@ RAW_NUMBER_PURPOSES = ("billing", "own_services")
 # Top-level tables of linewarden.toml that a policy loader reads past: `policy check` accepts
 # the main config file as well as a partners-only file.
 CONFIG_SECTIONS = frozenset(
-    {"proxy", "radius", "bindings", "ledger", "store", "web", "canary", "identity", "strip",
-     "policy", "signing", "state_dir", "profiles", "numberverify"}
+    {"proxy", "radius", "bindings", "ledger", "store", "web", "admin", "canary", "identity",
+     "strip", "policy", "signing", "state_dir", "profiles", "numberverify"}
 )
 
 _PSL = PublicSuffixList()

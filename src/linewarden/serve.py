@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import uvicorn
 import uvloop
+from starlette.applications import Starlette
 
+from . import tasks
 from .bindings.wiring import open_store, radius_listener
 from .config import Config, _host_port
 from .decide import Rules
@@ -28,8 +30,9 @@ from .metrics import Metrics
 from .numberverify import numberverify_routes
 from .proxy.server import Gateway
 from .sourcemap import ConfigError, ConfigErrors
-from .web.admin import AdminContext, guard_routes
-from .web.app import make_app, make_worker_app
+from .web.admin import AdminContext
+from .web.admin_socket import open_admin_socket
+from .web.app import make_admin_app, make_public_app, make_worker_admin_app
 from .web.jwks import jwks_routes
 
 log = logging.getLogger("linewarden")
@@ -43,8 +46,9 @@ class _Uvicorn(uvicorn.Server):
 
 class Service:
     """One process of `serve`. With several workers, worker 0 also runs what must run once
-    (RADIUS listener, canary, the full web app); the others run the data plane and report
-    their own metrics on the web port + their number."""
+    (RADIUS listener, canary, the public pages, the full admin API); the others run the
+    data plane and report their own metrics on their own admin listener
+    (`Config.admin_address(worker)`: `admin-wK.sock`, or the admin TCP port + K)."""
 
     def __init__(self, config: Config, recorder: Recorder | None = None, *,
                  worker: int = 0, workers: int = 1) -> None:
@@ -81,6 +85,8 @@ class Service:
                                            listeners),
             switch_tripped=lambda: switch.tripped)
         self._stop = asyncio.Event()
+        self._servers: list[HttpServer] = []
+        self._key_watch: asyncio.Task[None] | None = None
 
     def reload(self) -> tuple[bool, str]:
         """Re-read the policy; a bad file is refused and the running policy stays."""
@@ -108,9 +114,30 @@ class Service:
         self.gateway.rules = rules  # the test-only fault hook (faults.py) swaps rules here
 
     async def run(self) -> None:
+        """Start every part, serve until SIGTERM/SIGINT, then stop them in order."""
+        # The admin socket first: a second `serve` on the same state_dir stops here, before
+        # it touches the proxy port, the store or the ledger.
+        self.admin_socket = open_admin_socket(self.config.admin_address(self.worker))
+        try:
+            await self._start_parts()
+            await self._start_web()
+        except BaseException:
+            self.admin_socket.remove()
+            raise
         loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.worker == 0:
+            self._banner()
+        settle_garbage_collector()
+        self.leakguard.start()  # the canary's first round, now that proxy and checker listen
+        await self._stop.wait()
+        await self._shutdown()
+
+    async def _start_parts(self) -> None:
+        """Store, RADIUS, kill switch, ledger writer and the proxy, in dependency order."""
         proxy_host, proxy_port = _host_port(self.config.proxy.listen)
-        web_host, web_port = _host_port(self.config.web.listen)
         await self.store.start()
         for binding in self.config.bindings():
             await self.store.write(binding)
@@ -120,56 +147,84 @@ class Service:
         if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
             await self.recorder.start()
         await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1)
-        admin = AdminContext(self.store, self._reload_all, self.config.web.admin_token)
-        app = make_app(self.metrics, admin, names=self.gateway.rules.names,
-                       extra=[*self.leakguard.routes(admin, lambda: self.gateway.rules,
-                                                     self._set_rules),
-                              *jwks_routes(self.settings.secrets.signer),
-                              *guard_routes(admin, audit_routes(self.config)),
-                              *numberverify_routes(self.config, self.store, self.recorder,
-                                                   lambda: self.gateway.rules.policy,
-                                                   lambda: self.leakguard.switch.tripped,
-                                                   self.settings.secrets)])
-        self._key_watch = loop.create_task(watch_keys(self.config, self.settings.secrets.signer))
+        self._key_watch = asyncio.get_running_loop().create_task(
+            watch_keys(self.config, self.settings.secrets.signer))
+
+    async def _start_web(self) -> None:
+        """The admin listener (every worker: its own metrics at least) and, on worker 0,
+        the public pages."""
+        token = self.config.admin_token()
+        if self.admin_socket.address.path is None and not token:
+            raise ValueError("[admin] listen is TCP and no admin_token is set")  # config.py
         if self.worker > 0:
-            app, web_port = make_worker_app(self.metrics, self.store.count), web_port + self.worker
-        web = _Uvicorn(uvicorn.Config(app, host=web_host, port=web_port, log_level="warning",
-                                      lifespan="off", access_log=False))
-        web_task = loop.create_task(web.serve())
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        while not web.started and not web_task.done():
-            await asyncio.sleep(0.02)
-        if web_task.done():
-            await self.gateway.close()
+            admin_app = make_worker_admin_app(self.metrics, self.store.count, token)
+        else:
+            ctx = AdminContext(self.store, self._reload_all)
+            admin_app = make_admin_app(self.metrics, ctx, token, extra=[
+                *self.leakguard.routes(lambda: self.gateway.rules, self._set_rules),
+                *audit_routes(self.config)])
+        try:
+            self._servers.append(await _serve_http(admin_app, sock=self.admin_socket.sock,
+                                                   where=str(self.admin_socket.address)))
+            if self.worker == 0:
+                web_host, web_port = _host_port(self.config.web.listen)
+                public = make_public_app(names=self.gateway.rules.names, extra=[
+                    *jwks_routes(self.settings.secrets.signer),
+                    *numberverify_routes(self.config, self.store, self.recorder,
+                                         lambda: self.gateway.rules.policy,
+                                         lambda: self.leakguard.switch.tripped,
+                                         self.settings.secrets)])
+                self._servers.append(await _serve_http(public, host=web_host, port=web_port,
+                                                       where=self.config.web.listen))
+        except BaseException:
+            await self._stop_web()
             await self.leakguard.close()
-            web_task.result()
-            raise OSError(f"cannot listen on {self.config.web.listen}")
-        if self.worker == 0:
-            self._banner()
-        settle_garbage_collector()
-        self.leakguard.start()  # the canary's first round, now that proxy and checker listen
-        await self._stop.wait()
+            await self._close_parts()
+            raise
+
+    async def _shutdown(self) -> None:
+        """Stop in order: the canary, the listeners' accepting, the parts, the store."""
         await self.leakguard.close()
-        web.should_exit = True
+        for server, _task in self._servers:
+            server.should_exit = True
+        await self._close_parts()
+        await self._stop_web()
+        self.admin_socket.remove()
+        await self.store.close()
+
+    async def _stop_web(self) -> None:
+        for server, _task in self._servers:
+            server.should_exit = True
+        for _server, task in self._servers:
+            await task
+
+    async def _close_parts(self) -> None:
+        await tasks.stop([self._key_watch])
         if self.radius is not None:
             await self.radius.close()
         await self.gateway.close()
         if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
             await self.recorder.close()  # flushes what the queue still holds
-        await web_task
-        await self.store.close()
 
     def _banner(self) -> None:
         proxy, web = self.config.proxy.listen, self.config.web.listen
         partner = next((p for p in self.config.policy.partners), None)
+        admin = self.admin_socket.address
         lines = [f"linewarden {self.config.path}: policy {self.gateway.rules.policy.version}, "
                  f"{len(self.config.policy.partners)} partners, "
                  f"{self.store.count()} bindings",
                  f"  proxy    http://{proxy}",
-                 f"  checker  http://{web}/",
-                 f"  metrics  http://{web}/metrics"]
+                 f"  checker  http://{web}/"]
+        if admin.path is not None:
+            lines += [f"  admin    {admin.path} (0600; linewarden bindings|killswitch|reload "
+                      "use it)",
+                      f"  metrics  curl --unix-socket {admin.path} http://admin/metrics"]
+        else:
+            lines += [f"  admin    {admin}/admin/ (Bearer [admin] admin_token)",
+                      f"  metrics  {admin}/metrics (Bearer [admin] admin_token)"]
+        if self.workers > 1:
+            lines.append(f"  workers  {self.workers}; worker K's metrics on "
+                         f"{self.config.admin_address(1)} (K=1), ...")
         if self.radius is not None:
             lines.append(f"  radius   udp://{self.radius.address[0]}:{self.radius.address[1]}")
         if partner is not None:
@@ -182,9 +237,11 @@ class Service:
 def own_listeners(config: Config, workers: int) -> list[tuple[str, int]]:
     """Every address this gateway listens on, every worker's included: the proxy refuses
     them as destinations (destinations.py), whatever allow_destinations says."""
-    addresses = [_host_port(config.proxy.listen)]
-    web_host, web_port = _host_port(config.web.listen)
-    addresses += [(web_host, web_port + k) for k in range(workers)]
+    addresses = [_host_port(config.proxy.listen), _host_port(config.web.listen)]
+    # The admin listener on TCP: worker K's is the admin port + K (a Unix socket is no
+    # destination the proxy can connect to).
+    addresses += [(a.host, a.port) for a in map(config.admin_address, range(workers))
+                  if a.path is None]
     if config.model.radius is not None:
         addresses.append(_host_port(config.model.radius.listen))
     out = []
@@ -195,6 +252,26 @@ def own_listeners(config: Config, workers: int) -> list[tuple[str, int]]:
             continue  # the listener itself will fail to start, and say why
         out += [(str(info[4][0]), port) for info in infos]
     return out
+
+
+HttpServer = tuple["_Uvicorn", "asyncio.Task[None]"]
+
+
+async def _serve_http(app: Starlette, *, where: str, sock: socket.socket | None = None,
+                      host: str = "", port: int = 0) -> HttpServer:
+    """Run `app` with uvicorn on `sock` (already listening) or on host:port; return once
+    it accepts connections."""
+    server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                     lifespan="off", access_log=False))
+    task = asyncio.get_running_loop().create_task(
+        server.serve(sockets=[sock] if sock is not None else None))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if task.done():
+        with contextlib.suppress(SystemExit):  # uvicorn exits on a bind error
+            task.result()
+        raise OSError(f"cannot listen on {where}")
+    return server, task
 
 
 def serve(config: Config, workers: int | None = None) -> int:

@@ -11,12 +11,13 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from redis_server import free_port
+
+from lwtest import admin_metrics, admin_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 LINEWARDEN = ROOT / ".venv" / "bin" / "linewarden"
@@ -107,9 +108,7 @@ class GatewayProcess:
         return self.curl(client_ip, host).get(HEADER)
 
     def metrics(self) -> str:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
+        return admin_metrics(admin_socket(self.directory / "state"))
 
     def metric(self, name: str, label: str) -> float:
         for line in self.metrics().splitlines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,26 @@ def test_list_show_drop(gw: GatewayProcess) -> None:
 
 def test_unreachable_gateway_is_one_clear_sentence(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[web]\nlisten = "127.0.0.1:1"\n')
+    config.write_text('state_dir = "st"\n[web]\nlisten = "127.0.0.1:1"\n')
     result = CliRunner().invoke(bindings, ["list", "--config", str(config)],
                                 obj=CliState(None))
-    assert result.exit_code == 1 and "cannot reach the gateway's admin API" in result.output
+    assert result.exit_code == 1
+    assert result.output == (f"linewarden: no admin socket at {tmp_path / 'st' / 'admin.sock'}"
+                             f": is `linewarden serve --config {config}` running?\n")
+    # A socket file nobody listens on (a crashed gateway's leftover): said as such.
+    (tmp_path / "st").mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left:
+        left.bind(str(tmp_path / "st" / "admin.sock"))
+    result = CliRunner().invoke(bindings, ["list", "--config", str(config)],
+                                obj=CliState(None))
+    assert result.exit_code == 1 and "nothing listens on the admin socket" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_ignores_proxy_environment(gw: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+                                       ) -> None:
+    """The admin API is never reached through an environment proxy (here: a dead one)."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")
+    code, out = cli(gw, "list")
+    assert code == 0, out

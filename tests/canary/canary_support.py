@@ -9,12 +9,11 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lwtest import free_port, launch_serve
+from lwtest import admin_http, admin_json, admin_metrics, admin_socket, free_port, launch_serve
 from lwtest import stop_process as stop_pid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,15 +86,21 @@ class Gateway:
     def stderr(self) -> str:
         return (self.directory / "stderr.log").read_text(errors="replace")
 
+    @property
+    def admin_socket(self) -> Path:
+        return admin_socket(self.directory / "state")
+
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None
               ) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.web + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=5) as response:
-            doc: dict[str, Any] = json.loads(response.read())
-            return doc
+        """A 2xx admin call on the gateway's admin socket (AssertionError otherwise)."""
+        return admin_json(self.admin_socket, method, path, body)
+
+    def admin_status(self, method: str, path: str, body: object = None) -> int:
+        """The HTTP status of one admin call (for the refusals)."""
+        return admin_http(self.admin_socket, method, path, body)[0]
+
+    def metrics(self) -> str:
+        return admin_metrics(self.admin_socket)
 
     def received(self, host: str, source_ip: str = SUBSCRIBER_IP) -> dict[str, str]:
         """The headers the checker behind `host` received from us through the proxy."""

@@ -77,12 +77,23 @@ def test_trip_status_clear(gw: Gateway) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_status_names_the_admin_url_when_nothing_runs(tmp_path: Path) -> None:
+def test_status_names_the_admin_socket_when_nothing_runs(tmp_path: Path) -> None:
     config = tmp_path / "lw.toml"
     config.write_text('[web]\nlisten = "127.0.0.1:9"\n')
     result = _run(killswitch, ["status", "--config", str(config)])
     assert result.exit_code == 1
-    assert "cannot reach the gateway's admin API at http://127.0.0.1:9" in result.output
+    assert f"no admin socket at {tmp_path / '.linewarden' / 'admin.sock'}" in result.output
+    assert f"is `linewarden serve --config {config}` running?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_names_the_admin_url_when_nothing_runs(tmp_path: Path) -> None:
+    config = tmp_path / "lw.toml"
+    config.write_text('[admin]\nlisten = "127.0.0.1:9"\nadmin_token = "0123456789abcdef"\n')
+    result = _run(killswitch, ["status", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "cannot reach the admin API at http://127.0.0.1:9" in result.output
+    assert "0123456789abcdef" not in result.output
 
 
 @pytest.mark.parametrize(("section", "code", "words"), [

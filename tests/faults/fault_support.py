@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,9 +203,7 @@ def rss_kib(pid: int) -> int:
 
 
 def metrics(gw: Gateway) -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{gw.web}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
+    return gw.metrics()
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:

@@ -1,4 +1,5 @@
-"""Admin API (bindings, reload), SIGHUP reload, and `linewarden serve` refusing bad configs."""
+"""Admin API (bindings, reload) on its own listener, SIGHUP reload, and `linewarden serve`
+refusing bad configs."""
 
 from __future__ import annotations
 
@@ -7,25 +8,31 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 from wire import curl, curl_ok, marker, wait_until
 
-from lwtest import LINEWARDEN, MSISDN_1, Gateway, Origin, free_port, gateway_config
+from lwtest import (
+    LINEWARDEN,
+    MSISDN_1,
+    Gateway,
+    Origin,
+    admin_http,
+    admin_metrics,
+    free_port,
+    gateway_config,
+)
 
 NEW_MSISDN = "447400900789"
 
 
-def admin(gw: Gateway, method: str, path: str, body: object = None, *args: str,
-          interface: str | None = None) -> tuple[int, bytes]:
-    extra = ["-X", method, "-w", "\n%{http_code}"]
-    if body is not None:
-        extra += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-    result = curl(None, f"{gw.web}{path}", *extra, *args, interface=interface)
-    out, _, code = result.stdout.rpartition(b"\n")
-    return int(code or 0), out
+def admin(gw: Gateway, method: str, path: str, body: object = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One call on the gateway's admin socket."""
+    return admin_http(gw.admin_socket, method, path, body, headers)
 
 
 def identity_for(gw: Gateway, origin: Origin, host: str = "partner.test",
@@ -72,45 +79,76 @@ def test_admin_rejects_bad_bindings(gateway: Gateway, origin: Origin, body: obje
 
 
 def test_admin_rejects_malformed_json(gateway: Gateway) -> None:
-    result = curl(None, f"{gateway.web}/admin/bindings", "-X", "POST", "--data-binary", "{",
-                  "-o", "/dev/null", "-w", "%{http_code}")
-    assert result.stdout == b"400"
+    assert _raw_post(gateway.admin_socket, b"{") == 400
+    assert _raw_post(gateway.admin_socket, b"") == 400  # "{}": no address
 
 
-def non_loopback_address() -> str:
-    """This host's own non-loopback IPv4 address (the source of its default route). The
-    admin API still listens on 127.0.0.1; we only connect to it *from* this address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("192.0.2.1", 9))  # UDP connect sends nothing: it only picks a route
-        except OSError:
-            pytest.fail("this host has no non-loopback IPv4 address to test the guard from")
-        address = str(sock.getsockname()[0])
-    assert not address.startswith("127."), address
-    return address
+def _raw_post(path: Path, body: bytes) -> int:
+    """POST a literal body (not JSON-encoded) on the admin socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(b"POST /admin/bindings HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
 
 
-def test_admin_is_loopback_only_without_token(gateway: Gateway, origin: Origin) -> None:
-    remote = non_loopback_address()
-    status, _ = admin(gateway, "POST", "/admin/bindings",
-                      {"ip": "127.0.0.6", "msisdn": NEW_MSISDN}, interface=remote)
-    assert status == 403, f"from {remote}"
-    assert admin(gateway, "POST", "/admin/reload", interface=remote)[0] == 403
+def test_admin_and_metrics_are_not_on_the_public_port(gateway: Gateway, origin: Origin) -> None:
+    """The public listener serves pages only: every admin path and /metrics is 404 there,
+    whatever the method and from whatever address (no 'loopback is trusted' rule)."""
+    for path in ("/metrics", "/admin/bindings", "/admin/bindings/127.0.0.1?reveal=1",
+                 "/admin/reload", "/admin/killswitch", "/admin/killswitch/trip",
+                 "/admin/canary", "/admin/audit/verify", "/admin/test-faults/leak-everywhere"):
+        for method in ("GET", "POST", "DELETE"):
+            result = curl(None, f"{gateway.web}{path}", "-X", method, "-o", "/dev/null",
+                          "-w", "%{http_code}", "--data-binary",
+                          '{"ip": "127.0.0.6", "msisdn": "447400900789"}')
+            assert result.stdout == b"404", (method, path)
     assert identity_for(gateway, origin, interface="127.0.0.6") == []
+    # The public pages are still there.
+    assert curl_ok(None, f"{gateway.web}/healthz") == b"ok\n"
+    assert b"identity_revealed" in curl_ok(None, f"{gateway.web}/api/check")
 
 
-def test_admin_token_required_when_configured(gateway_factory, origin: Origin) -> None:
-    gw = gateway_factory(web_extra='admin_token = "s3cret-token"')
+def test_admin_socket_is_0600_and_answers_the_cli_only_there(gateway: Gateway) -> None:
+    mode = os.stat(gateway.admin_socket).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+    assert "linewarden_requests_total" in gateway.metrics()
+
+
+TOKEN = "s3cret-admin-token-0123456789"
+
+
+def test_admin_over_tcp_needs_the_token(gateway_factory, origin: Origin) -> None:
+    # Not 127.0.0.1: the test config maps "tls.test" to 127.0.0.1 without a port, which
+    # config.py refuses when the admin listener is on that address (any port reachable).
+    port = free_port("127.0.0.3")
+    gw = gateway_factory(admin_extra=f'listen = "127.0.0.3:{port}"\nadmin_token = "{TOKEN}"')
+    where = f"127.0.0.3:{port}"
     body = {"ip": "127.0.0.7", "msisdn": NEW_MSISDN}
-    assert admin(gw, "POST", "/admin/bindings", body)[0] == 401
-    assert admin(gw, "POST", "/admin/bindings", body, "-H",
-                 "Authorization: Bearer wrong")[0] == 401
-    assert admin(gw, "POST", "/admin/reload")[0] == 401
+    assert not gw.admin_socket.exists()  # TCP instead of the socket, not beside it
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                    {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Basic {TOKEN}"}):
+        status, answer = admin_http(where, "POST", "/admin/bindings", body, headers)
+        assert status == 401, headers
+        assert TOKEN.encode() not in answer
+        assert admin_http(where, "GET", "/metrics", headers=headers)[0] == 401
+        assert admin_http(where, "POST", "/admin/reload", headers=headers)[0] == 401
+        assert admin_http(where, "POST", "/admin/killswitch/trip", {}, headers)[0] == 401
     assert identity_for(gw, origin, interface="127.0.0.7") == []
-    status, _ = admin(gw, "POST", "/admin/bindings", body, "-H",
-                      "Authorization: Bearer s3cret-token", interface=non_loopback_address())
-    assert status == 201  # with a token, a remote caller is allowed
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert admin_http(where, "POST", "/admin/bindings", body, good)[0] == 201
     assert identity_for(gw, origin, interface="127.0.0.7") == [NEW_MSISDN]
+    assert "linewarden_requests_total" in admin_metrics(where, good)
+    # The CLI reads the token from the same config.
+    done = subprocess.run([str(LINEWARDEN), "bindings", "show", "127.0.0.7", "--config",
+                           str(gw.config_path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "*********789" in done.stdout and NEW_MSISDN not in done.stdout
 
 
 PARTNER_ON = """
@@ -154,7 +192,7 @@ def test_reload_with_bad_policy_is_422_and_old_policy_keeps_working(
         assert identity_for(gw, origin) == [MSISDN_1], name
         assert identity_for(gw, origin, "evil.test") == [], name
     assert "policy reload refused" in gw.log()
-    metrics = curl_ok(None, f"{gw.web}/metrics").decode()
+    metrics = gw.metrics()
     assert f'linewarden_policy_reloads_total{{result="refused"}} {len(BAD_POLICIES)}.0' in metrics
 
 
@@ -195,7 +233,7 @@ def test_reload_from_main_config_file(gateway_factory, origin: Origin) -> None:
 def test_metrics_count_strips_and_disclosures(gateway: Gateway, origin: Origin) -> None:
     m = marker()
     curl_ok(gateway.proxy, f"http://partner.test/{m}", "-H", "X_MSISDN: 1", "-H", "X-IMSI: 2")
-    metrics = curl_ok(None, f"{gateway.web}/metrics").decode()
+    metrics = gateway.metrics()
     assert 'linewarden_stripped_headers_total{reason="identity"}' in metrics
     assert 'linewarden_disclosures_total{claim="msisdn",partner="billing-partner"}' in metrics
     assert MSISDN_1 not in metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings"))
 from redis_server import RedisServer
 
-from lwtest import LINEWARDEN, Origin, free_port, gateway_config, stop_process
+from lwtest import LINEWARDEN, Origin, admin_socket, free_port, gateway_config, stop_process
 
 
 @dataclass
@@ -34,6 +33,12 @@ def curl(*args: str) -> Got:
     return Got(int(status or 0), body)
 
 
+def admin(directory: Path, worker: int, path: str, *args: str) -> Got:
+    """Worker K's admin socket: admin.sock for worker 0, admin-wK.sock for the others."""
+    sock = admin_socket(directory / "state", worker)
+    return curl("--unix-socket", str(sock), *args, f"http://admin{path}")
+
+
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
@@ -48,21 +53,9 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def port_pair() -> int:
-    """A free port whose successor is free too: worker 1 serves its metrics there."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 def start(tmp_path: Path, origin: Origin, store: str, workers: int
           ) -> tuple[subprocess.Popen[bytes], int, int, Path]:
-    proxy_port, web_port = free_port(), port_pair()
+    proxy_port, web_port = free_port(), free_port()
     config = tmp_path / "linewarden.toml"
     config.write_text(gateway_config(tmp_path, origin.port, proxy_port=proxy_port,
                                      web_port=web_port, extra=f'[store]\nurl = "{store}"\n'))
@@ -75,9 +68,9 @@ def start(tmp_path: Path, origin: Origin, store: str, workers: int
         assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
         assert time.monotonic() < deadline, "no banner"
         time.sleep(0.05)
-    # every worker listens before we measure: each has its own metrics port
+    # every worker listens before we measure: each has its own admin socket for metrics
     for k in range(1, workers):
-        while curl(f"http://127.0.0.1:{web_port + k}/healthz").status != 200:
+        while admin(tmp_path, k, "/healthz").status != 200:
             assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
             assert time.monotonic() < deadline, f"worker {k} never listened"
             time.sleep(0.05)
@@ -86,7 +79,7 @@ def start(tmp_path: Path, origin: Origin, store: str, workers: int
 
 def test_two_workers_share_port_bindings_and_reloads(tmp_path: Path, origin: Origin,
                                                      redis: RedisServer) -> None:
-    proc, proxy_port, web_port, config = start(tmp_path, origin, redis.url, 2)
+    proc, proxy_port, _web_port, config = start(tmp_path, origin, redis.url, 2)
     try:
         workers = children(proc.pid)
         assert len(workers) == 2
@@ -97,7 +90,7 @@ def test_two_workers_share_port_bindings_and_reloads(tmp_path: Path, origin: Ori
             assert got.status == 200
             assert b"x-up-calling-line-id: 447400900123" in got.body.lower()
         for k, _pid in enumerate(workers):
-            metrics = curl(f"http://127.0.0.1:{web_port + k}/metrics").body.decode()
+            metrics = admin(tmp_path, k, "/metrics").body.decode()
             line = next(x for x in metrics.splitlines()
                         if x.startswith('linewarden_requests_total{mode="forward",status="ok"}'))
             if float(line.split()[-1]) > 0:
@@ -105,9 +98,9 @@ def test_two_workers_share_port_bindings_and_reloads(tmp_path: Path, origin: Ori
         assert served_by == {0, 1}
 
         # A binding added through worker 0's admin API is seen by every worker (Redis).
-        added = curl("-X", "POST", "-H", "content-type: application/json", "--data",
-                     '{"ip": "127.0.0.3", "msisdn": "447400900789"}',
-                     f"http://127.0.0.1:{web_port}/admin/bindings")
+        added = admin(tmp_path, 0, "/admin/bindings", "-X", "POST", "-H",
+                      "content-type: application/json", "--data",
+                      '{"ip": "127.0.0.3", "msisdn": "447400900789"}')
         assert added.status == 201
         for _ in range(20):
             got = curl("--interface", "127.0.0.3", "-x", f"http://127.0.0.1:{proxy_port}",
@@ -118,7 +111,7 @@ def test_two_workers_share_port_bindings_and_reloads(tmp_path: Path, origin: Ori
         text = config.read_text().replace('X-Up-Calling-Line-Id = "msisdn"',
                                           'X-Partner-Pseudonym = "pseudonym"')
         config.write_text(text)
-        assert curl("-X", "POST", f"http://127.0.0.1:{web_port}/admin/reload").status == 200
+        assert admin(tmp_path, 0, "/admin/reload", "-X", "POST").status == 200
         time.sleep(0.5)  # the supervisor passes SIGHUP on to the other worker
         for _ in range(20):
             got = curl("-x", f"http://127.0.0.1:{proxy_port}", "http://partner.test/r")
@@ -128,6 +121,9 @@ def test_two_workers_share_port_bindings_and_reloads(tmp_path: Path, origin: Ori
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(15) == 0
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+    # Each worker removed its own socket on the way out.
+    assert not admin_socket(tmp_path / "state", 0).exists()
+    assert not admin_socket(tmp_path / "state", 1).exists()
 
 
 def test_workers_refuse_an_unshared_store(tmp_path: Path, origin: Origin) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,9 +66,7 @@ def test_after_the_corpus_nothing_arrived_late(hostile: Gateway, origin: Origin)
     assert [r.target for r in ours if FORGED_B in r.raw] == []
     assert hostile.alive()
     assert FORGED_B.decode() not in hostile.log()  # invariant 5 for the forged number too
-    with urllib.request.urlopen(f"{hostile.web}/metrics", timeout=5) as resp:
-        metrics = resp.read().decode()
-    assert "linewarden" in metrics
+    assert "linewarden" in hostile.metrics()
 
 
 def test_runner_prints_summary_and_table(tmp_path: Path) -> None:

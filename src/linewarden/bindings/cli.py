@@ -1,6 +1,6 @@
 """`linewarden bindings list|show IP|drop IP`: the running gateway's bindings, through its
-admin API (`[web] listen`, with `[web] admin_token` when set). Numbers are masked to their
-last three digits unless `--reveal` is given.
+admin API (`[admin] listen`: the 0600 Unix socket, or TCP with the token). Numbers are
+masked to their last three digits unless `--reveal` is given.
 
 Registered in the main CLI with `main.add_command(bindings)`.
 """
@@ -10,47 +10,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
 
-from ..cli_support import config_option, fail, get_config
-from ..config import Config, _host_port
+from ..cli_support import admin_call, config_option, fail, get_config
+from ..config import Config
 
-# The admin API is on this host or next to it: a few seconds is plenty.
-ADMIN_TIMEOUT = 5.0
 DEFAULT_LIMIT = 100
 
 
 def _admin(config: Config, method: str, path: str) -> dict[str, Any] | None:
     """Call the admin API; None for 404; anything else wrong ends the command."""
-    host, port = _host_port(config.web.listen)
-    host = f"[{host}]" if ":" in host else host
-    url = f"http://{host}:{port}{path}"
-    headers = {"Authorization": f"Bearer {config.web.admin_token}"} \
-        if config.web.admin_token else {}
-    request = urllib.request.Request(url, method=method, headers=headers)
-    # The admin API is never reached through an http_proxy from the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=ADMIN_TIMEOUT) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        fail(f"{url}: {exc.code} {message}")
-    except (urllib.error.URLError, OSError) as exc:
-        fail(f"cannot reach the gateway's admin API at {url} ({exc}); is "
-             f"`linewarden serve --config {config.path}` running?")
-    doc = json.loads(raw or b"{}")
-    return doc if isinstance(doc, dict) else {}
+    return admin_call(config, method, path, missing_ok=True)
 
 
 def _address(ip: str) -> str:

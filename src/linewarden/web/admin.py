@@ -1,4 +1,10 @@
-"""The admin API: bindings, policy reload. Loopback-only unless `[web] admin_token` is set.
+"""The admin API: bindings, policy reload. Served only on the admin listener (`[admin]
+listen`: a 0600 Unix socket by default, TCP with a Bearer token), never on the public port.
+
+Who may call is decided once for the whole admin app by `AdminGuard`, not per route: on
+the Unix socket the file mode is the guard; when a token is configured (always, on TCP)
+every request must carry it. No peer address is trusted: the proxy connects from the
+gateway's own address, so "loopback may call" let any subscriber in (issue 15).
 
 Writes are acknowledged by IP address only; reads show the number masked to its last
 three digits unless the caller asks with `?reveal=1`.
@@ -16,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..bindings import Binding, BindingStore, is_possible_msisdn, mask_msisdn
 
@@ -32,34 +39,31 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminContext:
     store: BindingStore
     reload: Callable[[], tuple[bool, str]]  # -> (ok, policy version or lint message)
-    token: str = ""
 
 
-def problem(status: int, message: str) -> JSONResponse:
+def problem(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status,
-                        headers={"Cache-Control": "no-store"})
+                        headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class AdminGuard:
+    """ASGI middleware in front of the whole admin app: with a token, every request needs
+    `Authorization: Bearer <token>` (compared in constant time); 401 otherwise."""
 
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else b""
 
-def guarded(ctx: AdminContext, handler: Handler) -> Handler:
-    """Bearer token when configured; otherwise only a loopback client may call."""
-    async def endpoint(request: Request) -> Response:
-        if ctx.token:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {ctx.token}".encode()):
-                return problem(401, "admin API needs 'Authorization: Bearer <admin_token>'")
-        elif not _is_loopback(request):
-            return problem(403, "admin API is reachable from loopback only "
-                                 "(set [web] admin_token to allow remote calls)")
-        return await handler(request)
-    return endpoint
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.expected:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                # RFC 6750 §3: a 401 names the scheme the client should use.
+                reply = problem(401, "admin API needs 'Authorization: Bearer <admin_token>'",
+                                {"WWW-Authenticate": 'Bearer realm="linewarden-admin"'})
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
@@ -84,12 +88,6 @@ def _binding_json(b: Binding, reveal: bool) -> dict[str, Any]:
     return {"ip": b.ip, "msisdn": b.msisdn if reveal else mask_msisdn(b.msisdn),
             "session_id": b.session_id, "source": b.source, "expires_at": b.expires_at,
             "attributes": dict(b.attributes)}
-
-
-def guard_routes(ctx: AdminContext, routes: list[Route]) -> list[Route]:
-    """Put the admin guard in front of routes built elsewhere (e.g. the audit reports)."""
-    return [Route(r.path, guarded(ctx, r.endpoint), methods=list(r.methods or ()) or None)
-            for r in routes]
 
 
 def admin_routes(ctx: AdminContext) -> list[Route]:
@@ -151,10 +149,10 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         return JSONResponse({"reloaded": True, "policy_version": message})
 
     return [
-        Route("/admin/bindings", guarded(ctx, list_bindings), methods=["GET"]),
-        Route("/admin/bindings", guarded(ctx, put_binding), methods=["POST"]),
-        Route("/admin/bindings", guarded(ctx, delete_binding), methods=["DELETE"]),
-        Route("/admin/bindings/{ip}", guarded(ctx, show_binding), methods=["GET"]),
-        Route("/admin/bindings/{ip}", guarded(ctx, delete_binding), methods=["DELETE"]),
-        Route("/admin/reload", guarded(ctx, reload), methods=["POST"]),
+        Route("/admin/bindings", list_bindings, methods=["GET"]),
+        Route("/admin/bindings", put_binding, methods=["POST"]),
+        Route("/admin/bindings", delete_binding, methods=["DELETE"]),
+        Route("/admin/bindings/{ip}", show_binding, methods=["GET"]),
+        Route("/admin/bindings/{ip}", delete_binding, methods=["DELETE"]),
+        Route("/admin/reload", reload, methods=["POST"]),
     ]
