@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,9 +112,7 @@ class Stats:
 
 def withheld_counted(gw: Gateway) -> int:
     """linewarden_withheld_disclosures_total over every reason, from /metrics."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{gw.web}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+    text = gw.metrics()
     return int(sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
                    if line.startswith("linewarden_withheld_disclosures_total")))
 

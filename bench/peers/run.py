@@ -200,9 +200,9 @@ def thread_cpu_seconds(pid: int) -> float | None:
     return sum(int(x) for x in text[text.rfind(")") + 2:].split()[11:13]) / CLK_TCK
 
 
-def ledger_counts(metrics_url: str) -> tuple[float, float] | None:
-    """(rows committed, commits) from linewarden's /metrics."""
-    code, text = curl(metrics_url)
+def ledger_counts(admin_socket: str) -> tuple[float, float] | None:
+    """(rows committed, commits) from linewarden's /metrics (on its admin socket)."""
+    code, text = curl("--unix-socket", admin_socket, "http://admin/metrics")
     if code != 200:
         return None
     found = dict(re.findall(r"^linewarden_ledger_(rows_committed|commits)_total (\S+)$", text,
@@ -282,7 +282,7 @@ class Peer:
     start_error: str = ""
     verified: bool = False
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
-    metrics_url: str = ""  # linewarden: its /metrics, for the ledger's rows per commit
+    metrics_socket: str = ""  # linewarden: its admin socket (/metrics: ledger rows per commit)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -347,7 +347,7 @@ def start_linewarden(procs: Procs, tmp: Path, origin_port: int, peer: Peer) -> N
                            ORIGIN_PORT=origin_port, PARTNER=PARTNER_HOST, OTHER=OTHER_HOST,
                            MSISDN=MSISDN, ENRICH_HEADER=ENRICH_HEADER))
     peer.log = d / "stderr.log"
-    peer.metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+    peer.metrics_socket = str(d / "state" / "admin.sock")
     workers = linewarden_workers_flag()
     peer.proc = procs.start(
         pinned(PROXY_CPU, [str(LINEWARDEN), "serve", "--config", str(conf), *workers]),
@@ -933,7 +933,7 @@ def run(args: argparse.Namespace, procs: Procs, tmp: Path, rounds: int, seconds:
         if sc.peer and sc.peer.proc and sc.peer.proc.poll() is not None:
             raise RuntimeError(f"{sc.peer.label} exited ({sc.peer.proc.returncode}):\n"
                                + (tail(sc.peer.log) if sc.peer.log else ""))
-        metrics = sc.peer.metrics_url if sc.peer else ""
+        metrics = sc.peer.metrics_socket if sc.peer else ""
         cpu0, busy0 = tree_cpu_seconds(sc.cpu_pid), cpu_busy_seconds(PROXY_CPU)
         loop0, led0 = thread_cpu_seconds(sc.cpu_pid), metrics and ledger_counts(metrics)
         res = run_wrk(procs, sc.url, scripts[sc.name], seconds=secs,
