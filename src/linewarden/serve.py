@@ -31,7 +31,7 @@ from .numberverify import numberverify_routes
 from .proxy.server import Gateway
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext
-from .web.admin_socket import open_admin_socket
+from .web.admin_socket import PeerCredProtocol, open_admin_socket
 from .web.app import make_admin_app, make_public_app, make_worker_admin_app
 from .web.jwks import jwks_routes
 
@@ -165,7 +165,8 @@ class Service:
                 *audit_routes(self.config)])
         try:
             self._servers.append(await _serve_http(admin_app, sock=self.admin_socket.sock,
-                                                   where=str(self.admin_socket.address)))
+                                                   where=str(self.admin_socket.address),
+                                                   protocol=PeerCredProtocol))
             if self.worker == 0:
                 web_host, web_port = _host_port(self.config.web.listen)
                 public = make_public_app(names=self.gateway.rules.names, extra=[
@@ -258,11 +259,12 @@ HttpServer = tuple["_Uvicorn", "asyncio.Task[None]"]
 
 
 async def _serve_http(app: Starlette, *, where: str, sock: socket.socket | None = None,
-                      host: str = "", port: int = 0) -> HttpServer:
+                      host: str = "", port: int = 0,
+                      protocol: type[asyncio.Protocol] | str = "auto") -> HttpServer:
     """Run `app` with uvicorn on `sock` (already listening) or on host:port; return once
     it accepts connections."""
     server = _Uvicorn(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                     lifespan="off", access_log=False))
+                                     lifespan="off", access_log=False, http=protocol))
     task = asyncio.get_running_loop().create_task(
         server.serve(sockets=[sock] if sock is not None else None))
     while not server.started and not task.done():

@@ -206,3 +206,26 @@ def test_socket_is_removed_on_sigterm_and_replaced_after_sigkill(tmp_path: Path,
     finally:
         stop_process(again.proc)
     assert not again.admin_socket.exists()
+
+
+def test_the_socket_caller_is_known_by_its_uid(gateway_factory: Callable[..., Gateway]
+                                               ) -> None:
+    """SO_PEERCRED: a trip with no name says which local user asked (for access records)."""
+    gw = gateway_factory("peer")
+    state = gw.admin("POST", "/admin/killswitch/trip", {})
+    assert state["tripped"] is True and state["by"] == f"admin API (uid:{os.getuid()})"
+    gw.admin("POST", "/admin/killswitch/clear", {"reason": "drill over", "by": "ops"})
+
+
+def test_a_busy_admin_port_is_one_sentence(tmp_path: Path, origin: Origin) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.3", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "linewarden.toml"
+        config.write_text(_config(tmp_path, origin, admin_extra=f'listen = "127.0.0.3:{port}"\n'
+                                                                f'admin_token = "{TOKEN}"'))
+        result = _serve(config)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.3:{port}" in result.stderr
+    assert "[admin] listen" in result.stderr and "[Errno" not in result.stderr

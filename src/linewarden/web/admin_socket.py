@@ -4,19 +4,27 @@ uvicorn's own `uds=` makes a Unix socket mode 0666 (anyone on the host could lis
 subscriber); here it is bound under umask 077 and chmod 0600, so only the gateway's user
 (and root) can connect: on the socket, the file mode is the guard. A TCP admin socket is
 bound here too, so a busy port fails before anything else starts.
+
+`PeerCredProtocol` tells the admin app who called over the socket: the kernel's SO_PEERCRED
+uid becomes the request's client ("uid:N"), for access records and kill-switch logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import socket
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from ..config import AdminAddress
+from ..listen import ListenError, bind_tcp
 
 SOCKET_MODE = 0o600
 DIRECTORY_MODE = 0o700
@@ -24,10 +32,12 @@ DIRECTORY_MODE = 0o700
 BACKLOG = 64
 # Probing an existing socket: a live gateway answers connect() at once.
 PROBE_TIMEOUT = 1.0
+# struct ucred {pid_t pid; uid_t uid; gid_t gid;} (socket(7), SO_PEERCRED).
+_UCRED = struct.Struct("3i")
 
 
-class AdminSocketError(OSError):
-    """The admin listener cannot be opened; the message says what to do."""
+class AdminSocketError(ListenError):
+    """The admin socket cannot be opened; the message says what to do."""
 
 
 @dataclass
@@ -56,17 +66,7 @@ def open_admin_socket(address: AdminAddress) -> AdminSocket:
 
 
 def _tcp(address: AdminAddress) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address.host, address.port))
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise AdminSocketError(exc.errno, f"cannot listen on {address} ([admin] listen): "
-                               f"{exc.strerror}") from None
-    return sock
+    return bind_tcp(address.host, address.port, "[admin] listen")
 
 
 def _unix(path: Path) -> socket.socket:
@@ -115,3 +115,19 @@ def _clear_stale(path: Path) -> None:
                            f"another linewarden serve is running on the admin socket {path}; "
                            "stop it first, or give this instance its own state_dir or "
                            "[admin] listen = \"unix:OTHER_PATH\"")
+
+
+class PeerCredProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol; on a Unix socket the client is ("uid:N", pid)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        try:
+            pid, uid, _gid = _UCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        except OSError:
+            return
+        self.client = (f"uid:{uid}", pid)
