@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from wire import curl, curl_ok, marker, wait_until
+from wire import curl, curl_ok, exchange, marker, wait_until
 
 from lwtest import (
     LINEWARDEN,
@@ -140,6 +140,13 @@ def test_admin_over_tcp_needs_the_token(gateway_factory, origin: Origin) -> None
         assert admin_http(where, "POST", "/admin/reload", headers=headers)[0] == 401
         assert admin_http(where, "POST", "/admin/killswitch/trip", {}, headers)[0] == 401
     assert identity_for(gw, origin, interface="127.0.0.7") == []
+    # Through the proxy, even with the token, the admin listener is no destination.
+    for request in (f"GET http://{where}/metrics HTTP/1.1\r\nHost: {where}\r\n"
+                    f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n",
+                    f"GET /metrics HTTP/1.1\r\nHost: {where}\r\n"
+                    f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"):
+        data, _ = exchange(gw.proxy_port, request.encode(), source="127.0.0.5")
+        assert data.startswith(b"HTTP/1.1 403 ") and b"linewarden_" not in data, data[:200]
     good = {"Authorization": f"Bearer {TOKEN}"}
     assert admin_http(where, "POST", "/admin/bindings", body, good)[0] == 201
     assert identity_for(gw, origin, interface="127.0.0.7") == [NEW_MSISDN]

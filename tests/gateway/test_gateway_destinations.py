@@ -15,7 +15,6 @@ import ipaddress
 import json
 import socket
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,8 +127,7 @@ def _requests(host: str, port: int, path: str) -> dict[str, bytes]:
 
 
 def _metric(gw: Gateway, name: str, label: str) -> float:
-    with urllib.request.urlopen(f"{gw.web}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = gw.metrics()
     for line in text.splitlines():
         if line.startswith(f"{name}{{{label}}} "):
             return float(line.split()[-1])
@@ -201,8 +199,7 @@ def test_own_web_port_is_unreachable_and_no_binding_can_be_forged(guarded: Gatew
     [rec] = origin.with_marker(m)
     assert MSISDN_2.encode() not in rec.raw and rec.values("x-up-calling-line-id") == []
     # ...and the admin API (reached directly, as an operator would) does not list it.
-    with urllib.request.urlopen(f"{guarded.web}/admin/bindings", timeout=5) as r:
-        listing = json.loads(r.read())
+    listing = guarded.admin("GET", "/admin/bindings")
     assert "127.0.0.5" not in [b["ip"] for b in listing["bindings"]]
 
 

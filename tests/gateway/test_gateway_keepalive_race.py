@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -120,8 +119,7 @@ def _request(method: str, path: str, body: bytes = b"") -> bytes:
 
 
 def _metrics(gw: Gateway) -> str:
-    with urllib.request.urlopen(f"{gw.web}/metrics", timeout=5) as r:
-        return r.read().decode()
+    return gw.metrics()
 
 
 def _value(text: str, line_start: str) -> float:
