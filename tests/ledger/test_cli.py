@@ -141,6 +141,26 @@ def test_subscriber_number_validation(filled: Path) -> None:
         assert result.exit_code == 2 and "international format" in result.output, bad
 
 
+def test_subscriber_in_national_form_with_region(filled: Path) -> None:
+    """Issue 21: `audit subscriber --region GB 07400900123`, as `scan --region` reads it."""
+    international = json.loads(invoke(filled, "subscriber", "+" + ALICE, "--json").output)
+    assert international["entries"]
+    for args in (("--region", "GB", "07400900123"), ("--region", "gb", "07400 900123"),
+                 ("--region", "GB", ALICE), ("--region", "FR", "+" + ALICE)):
+        result = invoke(filled, "subscriber", *args, "--json")
+        assert result.exit_code == 0, (args, result.output)
+        assert json.loads(result.output)["entries"] == international["entries"], args
+    text = invoke(filled, "subscriber", "--region", "GB", "07400900123").output
+    assert "Subscriber: +447400900123" in text
+    refused = invoke(filled, "subscriber", "07400900123")  # national, but no region
+    assert refused.exit_code == 2 and "--region GB 07400900123" in refused.output
+    unknown = invoke(filled, "subscriber", "--region", "XX", "07400900123")
+    assert unknown.exit_code == 2 and "unknown region 'XX'" in unknown.output
+    invalid = invoke(filled, "subscriber", "--region", "GB", "0740090")
+    assert invalid.exit_code == 2 and "nor a valid national number of GB" in invalid.output
+    assert "0740090" not in invalid.output  # no number echoed back
+
+
 def test_incident_and_stats(filled: Path) -> None:
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 7200))
     result = invoke(filled, "incident", "--since", since, "--until", "now", "--json")

@@ -92,17 +92,20 @@ def audit() -> None:
 
 @audit.command()
 @click.argument("msisdn")
+@click.option("--region", metavar="CC",
+              help="Country (ISO 3166, e.g. GB) whose national form MSISDN may be written "
+              "in (07400900123), as for `scan --region`. Without it: international only.")
 @click.option("--since", metavar="T", help="From T: ISO 8601 or a duration ago (7d).")
 @click.option("--until", metavar="T", help="Up to T (exclusive).")
 @_output_options
 @config_option
 @click.pass_context
-def subscriber(ctx: click.Context, msisdn: str, since: str | None, until: str | None,
-               as_json: bool, as_csv: bool) -> None:
+def subscriber(ctx: click.Context, msisdn: str, region: str | None, since: str | None,
+               until: str | None, as_json: bool, as_csv: bool) -> None:
     """Which partners and hosts received MSISDN's identity: first, last, how often."""
     config = get_config(ctx)
     try:
-        digits = normalise_msisdn(msisdn)
+        digits = normalise_msisdn(msisdn, region)
     except ReportError as exc:
         fail(str(exc), 2)
     key = subscriber_key(config.ledger_key(), digits)

@@ -92,21 +92,49 @@ def parse_time(text: str, now: float | None = None) -> float:
     return moment.timestamp()
 
 
-def normalise_msisdn(text: str) -> str:
+def normalise_msisdn(text: str, region: str | None = None) -> str:
     """A subscriber's number as E.164 digits (no '+'), or ReportError. Accepts
-    `+447400900123`, `447400900123` and spaced forms; the number must be valid."""
-    digits = re.sub(r"[\s\-().]", "", text).removeprefix("+")
+    `+447400900123`, `447400900123` and spaced forms; with `region` (ISO 3166, as `scan
+    --region`) also that country's national forms (`07400900123` for GB). The number must
+    be valid."""
+    compact = re.sub(r"[\s\-().]", "", text)
+    if region is not None and not compact.startswith("+"):
+        national = _parse_national(compact, region)
+        if national is not None:
+            return national
+    digits = compact.removeprefix("+")
     if not digits.isdigit():
         raise ReportError("the subscriber number must be in international format, "
-                          "e.g. +447400900123")
+                          "e.g. +447400900123" + ("" if region else _REGION_HINT))
     try:
         number = phonenumbers.parse("+" + digits)
     except phonenumbers.NumberParseException:
         number = None
     if number is None or not phonenumbers.is_valid_number(number):
         raise ReportError("that is not a valid phone number in international format "
-                          "(country code first, e.g. +447400900123)")
+                          "(country code first, e.g. +447400900123)"
+                          + (_REGION_HINT if region is None else
+                             f", nor a valid national number of {region.upper()}"))
     return digits
+
+
+_REGION_HINT = ", or a national number with --region (e.g. --region GB 07400900123)"
+
+
+def _parse_national(compact: str, region: str) -> str | None:
+    """`compact` read as a number dialled in `region` (trunk prefix, or the country code
+    without '+'), as E.164 digits; None if that is no valid number there."""
+    from phonenumbers import PhoneMetadata
+
+    if PhoneMetadata.metadata_for_region(region.upper()) is None:
+        raise ReportError(f"unknown region '{region}': use an ISO 3166 code such as GB")
+    try:
+        number = phonenumbers.parse(compact, region.upper())
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def host_like(pattern: str) -> str:
