@@ -14,7 +14,7 @@ import json
 import socket
 from typing import Any
 
-from .config import AdminAddress, Config
+from .config import DEMO_NAME, AdminAddress, Config
 
 # The admin API is on this host or next to it: a few seconds is plenty.
 ADMIN_TIMEOUT = 5.0
@@ -112,7 +112,9 @@ class AdminClient:
         return f"{self.address}{path}"
 
     def _unreachable(self, exc: OSError) -> str:
-        running = f"is `linewarden serve --config {self.config.path}` running?"
+        running = (f"is `linewarden serve --config {self.config.path}` running?"
+                   if self.config.path != DEMO_NAME else
+                   "is `linewarden serve` (the embedded demo) running in this directory?")
         if self.address.path is None:
             return (f"cannot reach the admin API at {self.address} ([admin] listen): "
                     f"{exc.strerror or exc}; {running}")

@@ -87,6 +87,16 @@ def test_status_names_the_admin_socket_when_nothing_runs(tmp_path: Path) -> None
     assert "Traceback" not in result.output
 
 
+def test_the_demo_config_is_named_as_such(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no linewarden.toml here: the embedded demo
+    result = _run(killswitch, ["status"])
+    assert result.exit_code == 1
+    assert f"no admin socket at {tmp_path / '.linewarden' / 'admin.sock'}" in result.output
+    assert "is `linewarden serve` (the embedded demo) running in this directory?" in \
+        result.output
+
+
 def test_status_names_the_admin_url_when_nothing_runs(tmp_path: Path) -> None:
     config = tmp_path / "lw.toml"
     config.write_text('[admin]\nlisten = "127.0.0.1:9"\nadmin_token = "0123456789abcdef"\n')
