@@ -315,6 +315,51 @@ def test_this_host_is_refused_after_connect_before_any_byte() -> None:
         service.close()
 
 
+def test_the_address_judged_is_the_address_connected_to() -> None:
+    """DNS rebinding: a name that answers differently from one lookup to the next. The proxy
+    looks it up once per connection, judges every candidate, and connects to the numeric
+    address it judged: `rebind.invalid` cannot be resolved by anything but the seam, so a
+    second lookup (by the connect, say) would fail. A later answer pointing at the metadata
+    address is judged afresh and refused."""
+    service = Listener("127.0.0.1")
+    lookups: list[str] = []
+    answers = [[("169.254.169.254", 80), ("127.0.0.1", service.port)],  # first allowed wins
+               [("169.254.169.254", 80)]]
+
+    async def resolver(host: str, port: int) -> list[tuple[str, int]]:
+        lookups.append(host)
+        return answers[min(len(lookups), len(answers)) - 1]
+
+    async def ask(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET http://rebind.invalid/ HTTP/1.1\r\nHost: rebind.invalid\r\n"
+                     b"Connection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return data
+
+    async def run() -> tuple[bytes, bytes]:
+        policy, _ = parse_policy("")
+        gw = ProxyGateway(Rules(policy, Settings(Secrets(b"p", b"l"))), MemoryStore(),
+                          _Nothing(), resolver=resolver,
+                          destinations=DestinationPolicy(allow=["127.0.0.1/32"]))
+        server = await gw.start("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await ask(port), await ask(port)
+        finally:
+            await gw.close()
+
+    try:
+        first, second = asyncio.run(run())
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"internal"), first
+        assert second.startswith(b"HTTP/1.1 403 ") and b"(link-local)" in second, second
+        assert lookups == ["rebind.invalid", "rebind.invalid"]  # one lookup per request
+        assert service.connections == 1
+    finally:
+        service.close()
+
+
 class _Nothing:
     async def record(self, rec: object) -> bool:
         return True

@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple, cast
 
 import httptools
@@ -63,6 +63,9 @@ ALLOWED = 1  # in allow_destinations: judged only against the gateway's own list
 DEFAULT = 2  # allowed by default: this host's own addresses refused after connect too
 
 
+Resolver = Callable[[str, int], Awaitable[list[Address]]]
+
+
 class Route(NamedTuple):
     address: Address  # the numeric address judged, and the one connected to
     trust: int  # MAPPED, ALLOWED or DEFAULT
@@ -105,6 +108,7 @@ class Gateway:
                  idle_timeout: float = 60.0, tunnel_idle_timeout: float = 600.0,
                  metrics: Metrics | None = None,
                  destinations: DestinationPolicy | None = None,
+                 resolver: Resolver | None = None,
                  switch_tripped: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
@@ -113,6 +117,8 @@ class Gateway:
         self.submit_record = submitter(recorder)
         self.routes = static_routes(resolve or {})
         self.destinations = destinations or DestinationPolicy()
+        # Name -> candidate addresses (getaddrinfo by default); a seam for tests only.
+        self.resolver: Resolver = resolver or self._getaddrinfo
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.header_timeout, self.idle_timeout = header_timeout, idle_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
@@ -157,12 +163,11 @@ class Gateway:
             return Route(static, MAPPED)
         literal = host[1:-1] if host.startswith("[") else host
         try:
-            infos = await self.loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
+            candidates = await self.resolver(literal, port)
         except (OSError, UnicodeError):
             raise UpstreamError(502, f"cannot resolve host '{host}'") from None
         refusal = ""
-        for info in infos:
-            ip, candidate_port = str(info[4][0]), int(info[4][1])
+        for ip, candidate_port in candidates:
             verdict = self.destinations.judge(ip, candidate_port)
             if verdict.reason is None:
                 return Route((ip, candidate_port), ALLOWED if verdict.explicit else DEFAULT)
@@ -170,6 +175,10 @@ class Gateway:
         if refusal:
             raise DestinationRefused(refusal)
         raise UpstreamError(502, f"cannot resolve host '{host}'")
+
+    async def _getaddrinfo(self, host: str, port: int) -> list[Address]:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [(str(info[4][0]), int(info[4][1])) for info in infos]
 
     def vet(self, route: Route, to_self: bool) -> None:
         """After connect() and before any byte is sent: is the peer this very host?"""
