@@ -18,6 +18,7 @@ from .ledger.cli import audit
 from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
 from .review import privacy_level
 from .scan.cli import scan
+from .secrets_cli import secrets
 from .sourcemap import ConfigError, ConfigErrors, load_toml
 
 
@@ -160,6 +161,7 @@ main.add_command(canary)
 main.add_command(keys)
 main.add_command(bindings)
 main.add_command(audit)
+main.add_command(secrets)
 
 
 if __name__ == "__main__":

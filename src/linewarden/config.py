@@ -8,7 +8,6 @@ Every error names the file, the line and the fix. With no file, the embedded dem
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets as _random
 import socket
 import time
@@ -24,12 +23,19 @@ from .bindings import Binding, is_possible_msisdn
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
 from .destinations import parse_networks
+from .filemodes import create_private
 from .keys import KeyDirectoryError, open_signer
 from .policy import Policy, compile_policy, load_policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
 
 DEFAULT_CONFIG = "linewarden.toml"
 DEMO_NAME = "<embedded demo config>"
+# Generated secrets, in the state dir unless the config names them (docs/operations.md).
+PSEUDONYM_FILE = "pseudonym.key"
+LEDGER_FILE = "ledger.key"
+# The shared secrets' names, as messages and the fingerprint table say them.
+PSEUDONYM_SECRET = "pseudonym secret"
+LEDGER_KEY = "ledger key"
 
 
 def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -467,7 +473,7 @@ class Config:
         return Settings(
             secrets=Secrets(
                 pseudonym_secret=self._secret(ident.pseudonym_secret,
-                                              ident.pseudonym_secret_file, "pseudonym.key"),
+                                              ident.pseudonym_secret_file, PSEUDONYM_FILE),
                 ledger_key=self.ledger_key(),
                 operator=ident.operator,
                 pseudonym_keys={v: k.encode() for v, k in ident.pseudonym_keys.items()},
@@ -489,7 +495,7 @@ class Config:
                               "fix the key directory or run 'linewarden keys list'") from None
 
     def ledger_key(self) -> bytes:
-        return self._secret(self.ledger.key, self.ledger.key_file, "ledger.key")
+        return self._secret(self.ledger.key, self.ledger.key_file, LEDGER_FILE)
 
     def bindings(self) -> list[Binding]:
         return [Binding(ip=b.ip, msisdn=b.msisdn.lstrip("+"), attributes=dict(b.attributes))
@@ -507,12 +513,39 @@ class Config:
             if file:
                 raise ConfigError(self.path, None, f"secret file '{path}' not found",
                                   "create it or remove the *_file setting") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        value = _random.token_urlsafe(32).encode()
-        with os.fdopen(fd, "wb") as out:
-            out.write(value)
-        return value
+        try:
+            create_private(path, _random.token_urlsafe(32).encode())
+        except FileExistsError:  # another process generated it first: use that one
+            return path.read_bytes().strip()
+        return path.read_bytes().strip()
+
+    def secret_sources(self) -> dict[str, SecretSource]:
+        """Where this config gets each shared secret (secrets.py names them in its
+        messages, `secrets import` installs into the file one)."""
+        ident, ledger = self.model.identity, self.ledger
+        return {
+            PSEUDONYM_SECRET: self._source("[identity] pseudonym_secret", ident.pseudonym_secret,
+                                           ident.pseudonym_secret_file, PSEUDONYM_FILE),
+            LEDGER_KEY: self._source("[ledger] key", ledger.key, ledger.key_file, LEDGER_FILE),
+        }
+
+    def _source(self, key: str, inline: str, file: str, default_name: str) -> SecretSource:
+        if inline:
+            return SecretSource(f"{key} in {self.path}", None, key)
+        if file:
+            path = self.resolve_path(file)
+            return SecretSource(f"{path} ({key}_file in {self.path})", path, key)
+        path = self.state_dir / default_name
+        return SecretSource(f"{path} (generated)", path, key)
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret comes from: said in messages; `path` is None when it is inline."""
+
+    description: str
+    path: Path | None
+    key: str  # the config key that would set it inline, e.g. "[ledger] key"
 
 
 def demo_text() -> str:

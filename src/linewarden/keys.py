@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from .assertion import (
     new_private_key,
     public_jwk,
 )
+from .filemodes import private_dir, replace_private
 
 if TYPE_CHECKING:
     from .config import Config
@@ -139,7 +139,7 @@ class KeyDirectory:
         jwk = public_jwk(private, algorithm)
         key = SigningKey(kid=jwk["kid"], algorithm=algorithm, public_jwk=jwk, created=now,
                          private=private)
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path)
         self._write_private(key.kid, private)
         kept = [SigningKey(k.kid, k.algorithm, k.public_jwk, k.created,
                            k.retired if k.retired is not None else now)
@@ -170,23 +170,35 @@ class KeyDirectory:
         pem = private.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        path = self.path / f"{kid}.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
+        replace_private(self.path / f"{kid}.pem", pem)
 
     def _write_ring(self, keys: list[SigningKey]) -> None:
         data: dict[str, Any] = {"keys": [
             {"kid": k.kid, "alg": k.algorithm, "created": k.created, "retired": k.retired,
              "jwk": dict(k.public_jwk)} for k in keys]}
-        tmp = self.ring_file.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.ring_file)
+        replace_private(self.ring_file, json.dumps(data, indent=2).encode())
+
+    def export(self) -> tuple[bytes, dict[str, bytes]]:
+        """The ring file and the active key's private PEM, as `secrets export` copies
+        them. Raises KeyDirectoryError if there is no active key."""
+        ring = self.load()
+        if ring.active is None:
+            raise KeyDirectoryError(f"{self.path} has no active signing key")
+        kid = ring.active.kid
+        return self.ring_file.read_bytes(), {kid: (self.path / f"{kid}.pem").read_bytes()}
+
+    def install(self, ring_text: bytes, private_pems: dict[str, bytes]) -> None:
+        """Replace this directory's keys with an exported ring (`secrets import`). The
+        private keys go first and the ring last (the moment a running gateway's
+        `KeyWatcher` switches); private keys the new ring does not use are then deleted,
+        so nothing signs with them again."""
+        private_dir(self.path)
+        for kid, pem in private_pems.items():
+            replace_private(self.path / f"{kid}.pem", pem)
+        replace_private(self.ring_file, ring_text)
+        for stale in self.path.glob("*.pem"):
+            if stale.stem not in private_pems:
+                stale.unlink()
 
 
 class KeyWatcher:

@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import socket
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
+from .filemodes import replace_private
 from .metrics import Metrics
 
 log = logging.getLogger("linewarden.killswitch")
@@ -385,15 +385,9 @@ class KillSwitch:
 # ------------------------------------------------------------ without a running gateway
 
 def write_state(path: Path, state: SwitchState) -> None:
-    """Atomic replace, 0600: a crash mid-write leaves the old file, never half a new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(state.to_json() + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """Atomic replace: a crash mid-write leaves the old file, never half a new one. The
+    file is 0600 and a new state dir 0700, whatever the umask (filemodes.py)."""
+    replace_private(path, (state.to_json() + "\n").encode())
 
 
 def share_state(redis_url: str, state: SwitchState, key: str = DEFAULT_KEY) -> SwitchState:

@@ -29,6 +29,7 @@ from .ledger.writer import LedgerCollector, LedgerWriter
 from .metrics import Metrics
 from .numberverify import numberverify_routes
 from .proxy.server import Gateway
+from .secrets import check_at_start
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext
 from .web.admin_socket import PeerCredProtocol, open_admin_socket
@@ -67,7 +68,8 @@ class Service:
         self.radius = radius_listener(config, self.store, self.metrics.registry)
         # The disclosure ledger: the proxy adds identity only once its row is committed.
         self._owns_recorder = recorder is None
-        self.recorder: Recorder = recorder or ledger_from_config(config)
+        self.recorder: Recorder = recorder or ledger_from_config(config,
+                                                                 self.settings.secrets)
         if isinstance(self.recorder, LedgerWriter):
             self.metrics.registry.register(LedgerCollector(self.recorder))
         proxy = config.proxy
@@ -281,6 +283,7 @@ def serve(config: Config, workers: int | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     workers = workers or config.proxy.workers
+    check_at_start(config)  # private state dir; secrets generated and agreed (secrets.py)
     if workers == 1:
         _run_worker(config, 0, 1)
         return 0

@@ -158,6 +158,8 @@ ttl = {ttl}
 [[radius.clients]]
 address = "127.0.0.1"
 """ if radius else ""
+    # Gateways of one test share secrets (one Redis means one cluster: secrets.py); each
+    # test its own key space on the session's Redis.
     text = f"""
 state_dir = "{directory / 'state'}"
 
@@ -176,9 +178,14 @@ pseudonym_secret = "test-pseudonym-secret"
 
 [ledger]
 url = "sqlite:///{directory / 'ledger.db'}"
+key = "test-ledger-key"
+
+[signing]
+key_dir = "{directory.parent / 'signing'}"
 
 [store]
 url = "{store_url}"
+prefix = "{directory.parent.name}:"
 
 [web]
 listen = "127.0.0.1:{web_port}"

@@ -131,6 +131,10 @@ msisdn = "{SUBSCRIBER_MSISDN}"
 
 [ledger]
 url = "sqlite:///{directory / 'ledger.db'}"
+key = "canary-tests-ledger-key"
+
+[signing]
+key_dir = "{directory.parent / 'signing'}"  # instances on one Redis share their secrets
 
 [store]
 url = "{store_url}"

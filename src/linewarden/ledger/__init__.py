@@ -18,12 +18,14 @@ them (nor sqlite3, psycopg or cryptography) until a function needs them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from ..claims import Secrets
     from ..config import Config
     from ..decide import DisclosureRecord
     from .chain import Signer
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 SIGNING_KEY_NAME = "ledger-signing.pem"  # in the state dir unless [ledger] signing_key_file
 
 __all__ = ["SIGNING_KEY_NAME", "Ledger", "ledger_from_config", "open_ledger", "open_store",
-           "signer_from_config", "trusted_keys_from_config"]
+           "redact_url", "signer_from_config", "trusted_keys_from_config"]
 
 
 class Recorder(Protocol):
@@ -64,15 +66,18 @@ def open_store(url: str, *, base: Path | None = None, must_exist: bool = False) 
         from .postgres import PostgresStore
 
         return PostgresStore(url)
-    raise ValueError(f"unsupported ledger url '{_redact(url)}': use sqlite:///path or "
+    raise ValueError(f"unsupported ledger url '{redact_url(url)}': use sqlite:///path or "
                      "postgresql://...")
 
 
 def open_ledger(url: str, *, key: bytes, instance_id: str, base: Path | None = None,
-                signing_key_file: Path | None = None, **options: Any) -> LedgerWriter:
+                signing_key_file: Path | None = None,
+                after_open: Callable[[Store], None] | None = None,
+                **options: Any) -> LedgerWriter:
     """The writer for one gateway instance. `options` go to `LedgerWriter` (queue_max,
     batch_max, commit_bound, ...). The signing key defaults to
-    `<base>/.linewarden/ledger-signing.pem`, generated on first use."""
+    `<base>/.linewarden/ledger-signing.pem`, generated on first use. `after_open` runs at
+    every (re)connection (the secrets agreement check, secrets.py)."""
     from .chain import Signer
     from .writer import LedgerWriter
 
@@ -84,6 +89,7 @@ def open_ledger(url: str, *, key: bytes, instance_id: str, base: Path | None = N
         raise ValueError("the instance id is empty")
     base = Path.cwd() if base is None else base
     store = open_store(url, base=base)
+    store.after_open = after_open
     signer = Signer.load_or_create(signing_key_file or base / ".linewarden" / SIGNING_KEY_NAME)
     return LedgerWriter(lambda: _fresh(store), instance_id, signer=signer, **options)
 
@@ -95,8 +101,10 @@ def _fresh(template: Store) -> Store:
     return copy.copy(template)
 
 
-def ledger_from_config(config: Config) -> LedgerWriter:
-    """`open_ledger` with everything the config says."""
+def ledger_from_config(config: Config, secrets: Secrets | None = None) -> LedgerWriter:
+    """`open_ledger` with everything the config says. With the `secrets` the gateway runs
+    with, every connection first checks they agree with the ledger's reference."""
+    from ..secrets import ledger_check
     from .store import CheckpointPolicy
     from .writer import BATCH_MAX, QUEUE_MAX
 
@@ -105,6 +113,7 @@ def ledger_from_config(config: Config) -> LedgerWriter:
     return open_ledger(
         section.url, key=config.ledger_key(), instance_id=config.proxy.instance_id,
         base=config.base, signing_key_file=_signing_key_path(config),
+        after_open=None if secrets is None else ledger_check(config, secrets),
         queue_max=int(getattr(section, "queue_max", QUEUE_MAX)),
         batch_max=int(getattr(section, "batch_max", BATCH_MAX)),
         checkpoints=CheckpointPolicy(
@@ -136,7 +145,7 @@ def trusted_keys_from_config(config: Config) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """A URL for an error message, without its password."""
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:

@@ -121,6 +121,26 @@ _V2 = (
     "DROP INDEX disclosures_subscriber",
 )
 
+# v3: fingerprints of the secrets every instance sharing this ledger must agree on
+# (PRODUCT.md invariant 7; secrets.py). The first instance's row is the reference; the
+# primary key makes "first" well defined when two instances start at once.
+_V3_SQLITE = (
+    """CREATE TABLE secret_fingerprints (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        registered_us INTEGER NOT NULL
+    )""",
+)
+_V3_POSTGRES = (
+    """CREATE TABLE secret_fingerprints (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        registered_us BIGINT NOT NULL
+    )""",
+)
+
 # v4: access records, one per reveal of a subscriber's number outside the data plane
 # (ledger/access.py): when, which operator principal, which subscriber key, why. Written
 # before the number is shown; never the number itself.
@@ -154,6 +174,7 @@ _V4_POSTGRES = (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "disclosures, chain heads and checkpoints", _V1_SQLITE, _V1_POSTGRES),
     Migration(2, "covering index for the subscriber report", _V2, _V2),
+    Migration(3, "fingerprints of the shared secrets", _V3_SQLITE, _V3_POSTGRES),
     Migration(4, "access records (reveals of a number outside the data plane)",
               _V4_SQLITE, _V4_POSTGRES),
 )

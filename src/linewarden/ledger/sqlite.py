@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..filemodes import touch_private
 from .store import Store, _HeadState, head_from_row, new_head
 
 # How long a connection waits for another's write lock (a CLI purge chunk, a second
@@ -88,7 +89,9 @@ class SQLiteStore(Store):
     def _connect(self) -> Any:
         if self.must_exist and not self.path.exists():
             raise FileNotFoundError(f"no ledger at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite creates the database 0644 and gives its -wal and -shm the database's
+        # mode: made 0600 first (in a 0700 directory if new), all three stay private.
+        touch_private(self.path)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         _enter_wal(conn)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")

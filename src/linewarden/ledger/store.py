@@ -15,7 +15,7 @@ import contextlib
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,15 @@ def chain_fields(instance_id: str, seq: int, rec: DisclosureRecord) -> ChainFiel
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The fingerprint of a shared secret as the first instance registered it."""
+
+    fingerprint: str
+    instance_id: str
+    registered_us: int
+
+
+@dataclass(frozen=True)
 class CheckpointPolicy:
     every_rows: int = CHECKPOINT_EVERY_ROWS
     every_seconds: float = CHECKPOINT_EVERY_SECONDS
@@ -92,6 +101,10 @@ class Store(ABC):
     def __init__(self) -> None:
         self._conn: Any = None
         self._in_snapshot = False
+        # Run after every open that may create or migrate: the gateway's writer checks
+        # here that its secrets still agree with the ledger's reference (secrets.py), at
+        # start and at every reconnection. Raises SchemaError (a subclass) to refuse.
+        self.after_open: Callable[[Store], None] | None = None
 
     # ---------------------------------------------------------------- dialect hooks
 
@@ -131,6 +144,12 @@ class Store(ABC):
         if create:
             migrate(self._conn, self.dialect, begin=self.begin_write, param=self.param,
                     migrations=migrations)
+            if self.after_open is not None:
+                try:
+                    self.after_open(self)
+                except BaseException:
+                    self.close()
+                    raise
         return self
 
     def close(self) -> None:
@@ -276,6 +295,31 @@ class Store(ABC):
             total += count
             if count < PURGE_CHUNK_ROWS:
                 return total
+
+    # ---------------------------------------------------------------- shared secrets
+
+    def register_fingerprint(self, name: str, fingerprint: str, instance_id: str, *,
+                             replace: bool = False) -> Reference:
+        """Insert `fingerprint` as the reference for `name` unless one is there (or
+        overwrite it with `replace`), then read the reference back in the same
+        transaction: of two instances starting at once, exactly one row wins."""
+        conflict = ("DO UPDATE SET fingerprint = excluded.fingerprint, "
+                    "instance_id = excluded.instance_id, registered_us = excluded.registered_us"
+                    if replace else "DO NOTHING")
+        with self._write() as cur:
+            cur.execute(self.sql("INSERT INTO secret_fingerprints (name, fingerprint, "
+                                 "instance_id, registered_us) VALUES (?, ?, ?, ?) "
+                                 f"ON CONFLICT (name) {conflict}"),
+                        (name, fingerprint, instance_id, now_us()))
+            cur.execute(self.sql("SELECT fingerprint, instance_id, registered_us FROM "
+                                 "secret_fingerprints WHERE name = ?"), (name,))
+            row = cur.fetchone()
+        return Reference(str(row[0]), str(row[1]), int(row[2]))
+
+    def fingerprint_references(self) -> dict[str, Reference]:
+        rows = self.query("SELECT name, fingerprint, instance_id, registered_us "
+                          "FROM secret_fingerprints")
+        return {str(r[0]): Reference(str(r[1]), str(r[2]), int(r[3])) for r in rows}
 
     # ---------------------------------------------------------------- reading the chain
 
