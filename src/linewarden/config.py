@@ -8,6 +8,7 @@ Every error names the file, the line and the fix. With no file, the embedded dem
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets as _random
 import socket
 import time

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import socket
 import time
