@@ -23,7 +23,7 @@ from .decide import Rules
 from .destinations import DestinationPolicy
 from .keys import watch_keys
 from .leakguard import LeakGuard
-from .ledger import Recorder, ledger_from_config, signer_from_config
+from .ledger import Recorder, access_log_from_config, ledger_from_config, signer_from_config
 from .ledger.api import audit_routes
 from .ledger.writer import LedgerCollector, LedgerWriter
 from .metrics import Metrics
@@ -161,7 +161,8 @@ class Service:
         if self.worker > 0:
             admin_app = make_worker_admin_app(self.metrics, self.store.count, token)
         else:
-            ctx = AdminContext(self.store, self._reload_all)
+            ctx = AdminContext(self.store, self._reload_all,
+                               access=access_log_from_config(self.config))
             admin_app = make_admin_app(self.metrics, ctx, token, extra=[
                 *self.leakguard.routes(lambda: self.gateway.rules, self._set_rules),
                 *audit_routes(self.config)])

@@ -34,12 +34,12 @@ def test_list_show_drop(gw: GatewayProcess) -> None:
     code, out = cli(gw, "list")
     assert code == 0 and "127.0.0.91" in out and "*********123" in out
     assert MSISDN_A not in out  # masked unless asked
-    code, out = cli(gw, "list", "--reveal")
+    code, out = cli(gw, "list", "--reveal", "--reason", "test")
     assert code == 0 and MSISDN_A in out
     code, out = cli(gw, "show", "127.0.0.91")
     assert code == 0 and "*********123" in out and "cli-1" in out and "10.0.9.1" in out
     assert "internet" in out  # the APN attribute
-    code, out = cli(gw, "show", "127.0.0.91", "--reveal")
+    code, out = cli(gw, "show", "127.0.0.91", "--reveal", "--reason", "test")
     assert MSISDN_A in out
     code, out = cli(gw, "drop", "127.0.0.91")
     assert code == 0 and "dropped" in out

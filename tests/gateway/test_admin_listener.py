@@ -165,7 +165,7 @@ def test_cli_drives_the_gateway_over_the_unix_socket(gateway_factory: Callable[.
     assert done.returncode == 0, done.stderr
     assert "127.0.0.1" in done.stdout and "*********123" in done.stdout
     assert MSISDN_1 not in done.stdout
-    done = _cli(gw, "bindings", "show", "127.0.0.2", "--reveal")
+    done = _cli(gw, "bindings", "show", "127.0.0.2", "--reveal", "--reason", "test")
     assert done.returncode == 0 and "447400900456" in done.stdout
     done = _cli(gw, "bindings", "drop", "127.0.0.2")
     assert done.returncode == 0 and "dropped the binding of 127.0.0.2" in done.stdout

@@ -1,6 +1,8 @@
 """`linewarden bindings list|show IP|drop IP`: the running gateway's bindings, through its
 admin API (`[admin] listen`: the 0600 Unix socket, or TCP with the token). Numbers are
-masked to their last three digits unless `--reveal` is given.
+masked to their last three digits unless `--reveal --reason TEXT` is given; the gateway
+then records the access in the ledger (who, when, why) before it answers, and answers
+nothing unmasked if it cannot (docs/ledger.md, access records).
 
 Registered in the main CLI with `main.add_command(bindings)`.
 """
@@ -24,6 +26,22 @@ DEFAULT_LIMIT = 100
 def _admin(config: Config, method: str, path: str) -> dict[str, Any] | None:
     """Call the admin API; None for 404; anything else wrong ends the command."""
     return admin_call(config, method, path, missing_ok=True)
+
+
+_REASON_HELP = ("Why the number must be seen (a ticket or case, never a number); required "
+                "with --reveal and kept in the ledger's access records.")
+
+
+def _reveal_query(reveal: bool, reason: str | None) -> dict[str, str]:
+    """The query parameters that ask for whole numbers, or none."""
+    if reason is not None and not reveal:
+        fail("--reason goes with --reveal (masked views are not recorded)", code=2)
+    if not reveal:
+        return {}
+    if not (reason or "").strip():
+        fail("--reveal needs --reason TEXT (e.g. --reason 'ticket 4711'): every reveal of a "
+             "number is recorded in the ledger with who asked and why", code=2)
+    return {"reveal": "1", "reason": str(reason)}
 
 
 def _address(ip: str) -> str:
@@ -52,14 +70,17 @@ def bindings() -> None:
 
 @bindings.command("list")
 @config_option
-@click.option("--reveal", is_flag=True, help="Show whole numbers, not just the last 3 digits.")
+@click.option("--reveal", is_flag=True, help="Show whole numbers, not just the last 3 digits "
+              "(one access record per subscriber listed).")
+@click.option("--reason", metavar="TEXT", help=_REASON_HELP)
 @click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=click.IntRange(1),
               help="At most this many bindings (the gateway caps it at 1000).")
 @click.option("--json", "as_json", is_flag=True, help="The admin API's JSON.")
 @click.pass_context
-def list_(ctx: click.Context, reveal: bool, limit: int, as_json: bool) -> None:
+def list_(ctx: click.Context, reveal: bool, reason: str | None, limit: int,
+          as_json: bool) -> None:
     """List bindings: address, number (masked), NAS, expiry, session."""
-    query = urllib.parse.urlencode({"limit": limit, **({"reveal": 1} if reveal else {})})
+    query = urllib.parse.urlencode({"limit": limit, **_reveal_query(reveal, reason)})
     doc = _admin(get_config(ctx), "GET", f"/admin/bindings?{query}") or {}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -74,14 +95,16 @@ def list_(ctx: click.Context, reveal: bool, limit: int, as_json: bool) -> None:
 @bindings.command()
 @config_option
 @click.argument("ip")
-@click.option("--reveal", is_flag=True, help="Show the whole number.")
+@click.option("--reveal", is_flag=True, help="Show the whole number (an access record).")
+@click.option("--reason", metavar="TEXT", help=_REASON_HELP)
 @click.option("--json", "as_json", is_flag=True, help="The admin API's JSON.")
 @click.pass_context
-def show(ctx: click.Context, ip: str, reveal: bool, as_json: bool) -> None:
+def show(ctx: click.Context, ip: str, reveal: bool, reason: str | None, as_json: bool) -> None:
     """Show the binding of one client address."""
     ip = _address(ip)
+    query = urllib.parse.urlencode(_reveal_query(reveal, reason))
     doc = _admin(get_config(ctx), "GET",
-                 f"/admin/bindings/{urllib.parse.quote(ip)}" + ("?reveal=1" if reveal else ""))
+                 f"/admin/bindings/{urllib.parse.quote(ip)}" + (f"?{query}" if query else ""))
     if doc is None:
         fail(f"no binding for {ip}", code=2)
     if as_json:

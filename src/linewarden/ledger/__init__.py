@@ -28,14 +28,16 @@ if TYPE_CHECKING:
     from ..claims import Secrets
     from ..config import Config
     from ..decide import DisclosureRecord
+    from .access import AccessLog
     from .chain import Signer
     from .store import Store
     from .writer import LedgerWriter
 
 SIGNING_KEY_NAME = "ledger-signing.pem"  # in the state dir unless [ledger] signing_key_file
 
-__all__ = ["SIGNING_KEY_NAME", "Ledger", "ledger_from_config", "open_ledger", "open_store",
-           "redact_url", "signer_from_config", "trusted_keys_from_config"]
+__all__ = ["SIGNING_KEY_NAME", "Ledger", "access_log_from_config", "ledger_from_config",
+           "open_ledger", "open_store", "redact_url", "signer_from_config",
+           "trusted_keys_from_config"]
 
 
 class Recorder(Protocol):
@@ -119,6 +121,15 @@ def ledger_from_config(config: Config, secrets: Secrets | None = None) -> Ledger
         checkpoints=CheckpointPolicy(
             every_rows=int(getattr(section, "checkpoint_every", policy.every_rows)),
             every_seconds=float(getattr(section, "checkpoint_seconds", policy.every_seconds))))
+
+
+def access_log_from_config(config: Config) -> AccessLog:
+    """Where reveals of a number by operator staff are recorded: this config's ledger."""
+    from .access import AccessLog
+
+    url, base = config.ledger.url, config.base
+    return AccessLog(lambda: open_store(url, base=base), config.ledger_key(),
+                     config.proxy.instance_id)
 
 
 def _signing_key_path(config: Config) -> Path:

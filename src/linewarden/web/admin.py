@@ -7,7 +7,9 @@ every request must carry it. No peer address is trusted: the proxy connects from
 gateway's own address, so "loopback may call" let any subscriber in (issue 15).
 
 Writes are acknowledged by IP address only; reads show the number masked to its last
-three digits unless the caller asks with `?reveal=1`.
+three digits unless the caller asks with `?reveal=1&reason=...`. A reveal first writes an
+access record to the ledger (ledger/access.py: who, when, why, which subscriber key) and
+shows nothing if that fails: no record, no reveal.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..bindings import Binding, BindingStore, is_possible_msisdn, mask_msisdn
+from ..ledger.access import AccessError, AccessLog, AccessNotRecorded, check_reason
+from .principal import principal
 
 # Admin bodies are tiny JSON objects; anything bigger is a mistake or an attack.
 MAX_ADMIN_BODY = 16 * 1024
@@ -33,12 +39,14 @@ MAX_ADMIN_BODY = 16 * 1024
 MAX_LISTING = 1000
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("linewarden.admin")
 
 
 @dataclass
 class AdminContext:
     store: BindingStore
     reload: Callable[[], tuple[bool, str]]  # -> (ok, policy version or lint message)
+    access: AccessLog | None = None  # None: no ledger to record reveals in, so none happen
 
 
 def problem(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -84,6 +92,34 @@ def _reveal(request: Request) -> bool:
     return request.query_params.get("reveal", "") in ("1", "true", "yes")
 
 
+NOT_RECORDED = ("the access could not be recorded in the ledger, so no number is shown (no "
+                "record, no reveal); the masked view works without reveal, or try again "
+                "once the ledger is back")
+
+
+async def _record_reveal(ctx: AdminContext, request: Request, action: str,
+                         found: list[Binding]) -> JSONResponse | None:
+    """Write the access records for revealing `found`; None once they are committed, else
+    the response to send instead of the numbers."""
+    try:
+        reason = check_reason(request.query_params.get("reason"))
+    except AccessError as exc:
+        return problem(400, str(exc))
+    who = principal(request)
+    if who is None:
+        return problem(403, "this admin connection has no known operator principal, so "
+                            "numbers cannot be revealed on it")
+    if ctx.access is None:
+        return problem(503, NOT_RECORDED)
+    try:
+        await run_in_threadpool(ctx.access.record, who, action, reason,
+                                [b.msisdn for b in found])
+    except AccessNotRecorded as exc:
+        log.error("reveal refused: %s", exc)  # the exception names no number
+        return problem(503, NOT_RECORDED)
+    return None
+
+
 def _binding_json(b: Binding, reveal: bool) -> dict[str, Any]:
     return {"ip": b.ip, "msisdn": b.msisdn if reveal else mask_msisdn(b.msisdn),
             "session_id": b.session_id, "source": b.source, "expires_at": b.expires_at,
@@ -126,6 +162,10 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
             return problem(400, "'limit' must be a number")
         reveal = _reveal(request)
         found = await ctx.store.listing(max(limit, 0))
+        if reveal:
+            refused = await _record_reveal(ctx, request, "admin.bindings.list", found)
+            if refused is not None:
+                return refused
         return JSONResponse({"count": ctx.store.count(),
                              "bindings": [_binding_json(b, reveal) for b in found]},
                             headers={"Cache-Control": "no-store"})
@@ -139,7 +179,12 @@ def admin_routes(ctx: AdminContext) -> list[Route]:
         binding = await ctx.store.lookup(ip)
         if binding is None:
             return problem(404, f"no binding for {ip}")
-        return JSONResponse(_binding_json(binding, _reveal(request)),
+        reveal = _reveal(request)
+        if reveal:
+            refused = await _record_reveal(ctx, request, "admin.bindings.show", [binding])
+            if refused is not None:
+                return refused
+        return JSONResponse(_binding_json(binding, reveal),
                             headers={"Cache-Control": "no-store"})
 
     async def reload(request: Request) -> Response:
