@@ -26,6 +26,7 @@ from .leakguard import LeakGuard
 from .ledger import Recorder, access_log_from_config, ledger_from_config, signer_from_config
 from .ledger.api import audit_routes
 from .ledger.writer import LedgerCollector, LedgerWriter
+from .listen import bind_error, bind_tcp
 from .metrics import Metrics
 from .numberverify import numberverify_routes
 from .proxy.server import Gateway
@@ -148,7 +149,10 @@ class Service:
         await self.leakguard.open()  # switch converged with other instances; probe binding
         if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
             await self.recorder.start()
-        await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1)
+        try:
+            await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1)
+        except OSError as exc:  # one sentence with the address and the fix (listen.py)
+            raise bind_error(exc, proxy_host, proxy_port, "[proxy] listen") from None
         self._key_watch = asyncio.get_running_loop().create_task(
             watch_keys(self.config, self.settings.secrets.signer))
 
@@ -178,7 +182,9 @@ class Service:
                                          lambda: self.gateway.rules.policy,
                                          lambda: self.leakguard.switch.tripped,
                                          self.settings.secrets)])
-                self._servers.append(await _serve_http(public, host=web_host, port=web_port,
+                # Bound here, not by uvicorn: a busy port is one sentence, not its log line.
+                sock = bind_tcp(web_host, web_port, "[web] listen")
+                self._servers.append(await _serve_http(public, sock=sock,
                                                        where=self.config.web.listen))
         except BaseException:
             await self._stop_web()
