@@ -179,3 +179,20 @@ def test_audit_subscriber_and_me_show_the_access(gw: Gateway, chromium: Browser)
     assert "reason: INC0099: who saw my number" in viewed
     assert "the other subscriber's case" not in viewed
     assert ME not in viewed  # the staff member is not named to the subscriber
+
+
+@pytest.mark.parametrize(("client", "expected"), [
+    ((f"uid:{os.getuid()}", 4242), ME),         # the admin socket (PeerCredProtocol)
+    (("uid:999999999", 1), "unix:uid999999999"),  # a uid with no passwd entry
+    (("127.0.0.1", 50000), "token:admin_token"),  # TCP: AdminGuard required the token
+    (None, None),                                 # a socket without peer credentials
+    (("uid:x", 1), None),
+])
+def test_the_principal_is_the_kernels_word_or_the_token(client: tuple[str, int] | None,
+                                                        expected: str | None) -> None:
+    from starlette.requests import Request
+
+    from linewarden.web.principal import principal
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": client}
+    assert principal(Request(scope)) == expected
