@@ -81,7 +81,11 @@ def test_stop_sharing_on_me_ends_the_header_on_the_next_proxied_request(
     direct = chromium.new_context(java_script_enabled=False)
     page, me_page = context.new_page(), direct.new_page()
     try:
-        assert partner_sees(page)["x-up-calling-line-id"] == "447400900123"
+        # Before: the partner gets the number. A loaded machine can make the fresh ledger's
+        # first commits miss their bound, and then the gateway withholds (fail closed), so
+        # ask until one disclosure is recorded; the point of the test is what comes after.
+        before = [partner_sees(page).get("x-up-calling-line-id") for _ in range(5)]
+        assert "447400900123" in before
 
         me = me_page.goto(demo.web + "/me")
         assert me is not None and me.status == 200
