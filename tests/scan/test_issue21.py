@@ -121,7 +121,10 @@ _NUMBERS = ["447400900123", "+44 7400 900123", "07400 900456"]
 @given(
     st.lists(st.tuples(_FILLER, st.none() | st.sampled_from(_NUMBERS), _FILLER), max_size=25),
     st.integers(1, 80),
-    st.integers(40, 200),
+    # Above the longest line drawn (~80 characters): a line longer than MAX_CARRY is cut at a
+    # space, which can fall inside a spaced number ("+44 7400 900123"); that 1 MiB limit is
+    # documented in scan/files.py and is not what this property is about.
+    st.integers(100, 200),
 )
 def test_locations_match_where_each_number_was_written(
     rows: list[tuple[str, str | None, str]], chunk: int, carry: int
