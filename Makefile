@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEBS    := curl wrk nginx-light chromium freeradius-utils redis-server postgresql
+DEBS    := curl wrk nginx-light chromium freeradius-utils redis-server postgresql haproxy prometheus nftables
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench bench-scan bench-peers soak fuzz debs venv clean

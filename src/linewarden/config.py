@@ -90,6 +90,14 @@ class ProxySection(_Section):
     # the default-denied ranges, and exceptions to both (never the gateway's own listeners).
     deny_destinations: list[Annotated[str, AfterValidator(_cidr)]] = []
     allow_destinations: list[Annotated[str, AfterValidator(_cidr)]] = []
+    # How connections reach the listener (proxy/intercept.py, docs/operations.md):
+    # "forward": clients name the gateway as their proxy (or send origin-form + Host);
+    # "intercept": an iptables/nftables REDIRECT sent them, SO_ORIGINAL_DST says where to;
+    # "tproxy": a TPROXY rule sent them to an IP_TRANSPARENT listener (needs CAP_NET_ADMIN).
+    mode: Literal["forward", "intercept", "tproxy"] = "forward"
+    # L4 balancers whose connections start with a PROXY protocol v1/v2 header carrying the
+    # subscriber's address (proxy/proxied.py). Empty: no peer may send one.
+    trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
 
     @field_validator("listen")
     @classmethod
@@ -573,7 +581,7 @@ def _build(data: dict[str, Any], smap: SourceMap, base: Path, raw: bytes) -> Con
     except ValidationError as exc:
         raise ConfigErrors([_error(err, smap) for err in exc.errors()]) from None
     config = Config(model, smap.path, base, Policy((), "", smap.path))
-    problems = _admin_problems(config, data, smap)
+    problems = _admin_problems(config, data, smap) + _listener_problems(config, smap)
     if problems:
         raise ConfigErrors(problems)
     if model.policy.file:
@@ -590,6 +598,20 @@ def _error(err: Any, smap: SourceMap) -> ConfigError:
         return smap.error(loc, f"unknown key '{key}'", "remove it or check its spelling")
     message = str(err["msg"]).removeprefix("Value error, ")
     return smap.error(loc, f"'{key}': {message}")
+
+
+def _listener_problems(config: Config, smap: SourceMap) -> list[ConfigError]:
+    """A PROXY protocol header names the client of a forward listener; an intercepting
+    listener learns the destination from the kernel, and mixing the two would leave one of
+    them unchecked."""
+    proxy = config.proxy
+    if proxy.trusted_proxies and proxy.mode != "forward":
+        return [smap.error(("proxy", "trusted_proxies"),
+                           f"trusted_proxies (PROXY protocol) is for mode = \"forward\"; "
+                           f"this listener is mode = \"{proxy.mode}\"",
+                           "remove trusted_proxies, or let the balancer send traffic to a "
+                           "forward listener")]
+    return []
 
 
 def _moved_keys(data: dict[str, Any], smap: SourceMap) -> list[ConfigError]:

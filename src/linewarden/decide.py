@@ -35,7 +35,10 @@ VIA_VALUE = b"1.1 " + VIA_TOKEN
 DEFAULT_CONNECT_PORTS = frozenset({443})  # like Squid's SSL_ports: CONNECT is for TLS
 
 Header = tuple[bytes, bytes]
-Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims", "opt_out"]
+# host_mismatch: an intercepted request whose Host does not resolve to the address the client
+# actually connected to (proxy/intercept.py); never set by decide() itself.
+Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims", "opt_out",
+                   "host_mismatch"]
 
 
 @dataclass(frozen=True)

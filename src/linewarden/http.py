@@ -71,6 +71,7 @@ def reserved_field(name: str) -> str | None:
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    421: "Misdirected Request",
     413: "Content Too Large", 414: "URI Too Long", 417: "Expectation Failed",
     431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",

@@ -65,6 +65,14 @@ class Metrics:
             "linewarden_refused_destinations",
             "Proxy requests refused (403) for where they would connect, by reason "
             "(destinations.py)", ["reason"], registry=r)
+        self.proxy_headers = Counter(
+            "linewarden_proxy_protocol_headers",
+            "PROXY protocol headers from trusted balancers, by result (proxy/proxied.py)",
+            ["result"], registry=r)
+        self.intercepted = Counter(
+            "linewarden_intercepted_requests",
+            "Requests on an intercepting listener, by how Host and the original destination "
+            "agreed (proxy/intercept.py)", ["result"], registry=r)
         self.reloads = Counter("linewarden_policy_reloads", "Policy reloads, by result",
                                ["result"], registry=r)
         self.bindings = Gauge("linewarden_bindings", "Subscriber bindings held", registry=r)

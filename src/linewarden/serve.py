@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 import uvloop
@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 
 from . import tasks
 from .bindings.wiring import open_store, radius_listener
-from .config import Config, _host_port
+from .config import Config, ProxySection, _host_port
 from .decide import Rules
-from .destinations import DestinationPolicy
+from .destinations import DestinationPolicy, parse_networks
 from .keys import watch_keys
 from .leakguard import LeakGuard
 from .ledger import Recorder, access_log_from_config, ledger_from_config, signer_from_config
@@ -29,7 +29,9 @@ from .ledger.writer import LedgerCollector, LedgerWriter
 from .listen import bind_error, bind_tcp
 from .metrics import Metrics
 from .numberverify import numberverify_routes
-from .proxy.server import Gateway
+from .proxy.intercept import InterceptConnection, transparent_socket
+from .proxy.proxied import ProxiedConnection, TrustedPeers
+from .proxy.server import ClientConnection, Gateway
 from .secrets import check_at_start
 from .sourcemap import ConfigError, ConfigErrors
 from .web.admin import AdminContext
@@ -87,6 +89,7 @@ class Service:
             destinations=DestinationPolicy(proxy.deny_destinations, proxy.allow_destinations,
                                            listeners),
             switch_tripped=lambda: switch.tripped)
+        self.gateway.new_connection = connection_factory(self.gateway, proxy)
         self._stop = asyncio.Event()
         self._servers: list[HttpServer] = []
         self._key_watch: asyncio.Task[None] | None = None
@@ -150,7 +153,11 @@ class Service:
         if isinstance(self.recorder, LedgerWriter) and self._owns_recorder:
             await self.recorder.start()
         try:
-            await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1)
+            sock = None
+            if self.config.proxy.mode == "tproxy":
+                sock = transparent_socket(proxy_host, proxy_port, reuse_port=self.workers > 1)
+            await self.gateway.start(proxy_host, proxy_port, reuse_port=self.workers > 1,
+                                     sock=sock)
         except OSError as exc:  # one sentence with the address and the fix (listen.py)
             raise bind_error(exc, proxy_host, proxy_port, "[proxy] listen") from None
         self._key_watch = asyncio.get_running_loop().create_task(
@@ -242,6 +249,19 @@ class Service:
             lines.append(f"  try      curl -x http://{proxy} http://{host}/api/check")
         lines += self.leakguard.banner_lines()
         print("\n".join(lines), flush=True)
+
+
+def connection_factory(gateway: Gateway, proxy: ProxySection
+                       ) -> Callable[[], ClientConnection]:
+    """What an accepted proxy connection becomes, by `[proxy] mode` and `trusted_proxies`;
+    the plain forward listener keeps the plain class (no per-request cost)."""
+    if proxy.mode != "forward":
+        tproxy = proxy.mode == "tproxy"
+        return lambda: InterceptConnection(gateway, tproxy)
+    if proxy.trusted_proxies:
+        trusted = TrustedPeers(parse_networks(proxy.trusted_proxies))
+        return lambda: ProxiedConnection(gateway, trusted)
+    return lambda: ClientConnection(gateway)
 
 
 def own_listeners(config: Config, workers: int) -> list[tuple[str, int]]:

@@ -126,19 +126,28 @@ class Gateway:
         self.switch_tripped = switch_tripped
         self.clock = clock
         self.connections: set[ClientConnection] = set()
+        # What each accepted socket becomes: a plain client unless the listener intercepts
+        # or sits behind a balancer (proxy/intercept.py, proxy/proxied.py; serve.py wires it).
+        self.new_connection: Callable[[], ClientConnection] = lambda: ClientConnection(self)
         self.loop: asyncio.AbstractEventLoop  # set by start(): the loop we serve on
         self.pool: Pool
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    sock: socket.socket | None = None) -> asyncio.Server:
         """`reuse_port`: several worker processes listen on one port; the kernel spreads
-        connections across them (SO_REUSEPORT)."""
+        connections across them (SO_REUSEPORT). `sock`: a listening socket made elsewhere
+        (tproxy's IP_TRANSPARENT one); host and port are then only its description."""
         self.loop = asyncio.get_running_loop()
         self.pool = Pool(self.loop, self.connect_timeout)
-        self._server = await self.loop.create_server(
-            lambda: ClientConnection(self), host, port, reuse_address=True,
-            reuse_port=reuse_port or None, backlog=1024)
+        if sock is not None:
+            self._server = await self.loop.create_server(self.new_connection, sock=sock,
+                                                         backlog=1024)
+        else:
+            self._server = await self.loop.create_server(
+                self.new_connection, host, port, reuse_address=True,
+                reuse_port=reuse_port or None, backlog=1024)
         self._sweeper = self.loop.create_task(self._sweep())
         return self._server
 
@@ -447,9 +456,15 @@ class ClientConnection(asyncio.Protocol):
 
     def _decide(self, exchange: Exchange, binding: Binding | None) -> None:
         gw, rules = self.gw, self.gw.rules
-        decision = exchange.decision = decide(
+        exchange.decision = decide(
             exchange.head, binding, rules, switch_tripped=gw.switch_tripped(), now=gw.clock(),
             nonce=rules.settings.draw_nonce() if rules.needs_nonce else b"")
+        self._admit(exchange)
+
+    def _admit(self, exchange: Exchange) -> None:
+        """The decision made: refuse, tunnel, or record then forward."""
+        gw, decision = self.gw, exchange.decision
+        assert decision is not None
         self._count(decision)
         if not decision.forwarded:
             self._fail_and_close(decision.status, decision.reason)
@@ -495,7 +510,7 @@ class ClientConnection(asyncio.Protocol):
         """`fresh`: a new connection even if one is idle (the retry after a stale one)."""
         gw = self.gw
         try:
-            route = await gw.route(destination.host, destination.port)
+            route = await self._route(destination)
             conn = None if fresh else gw.pool.take(route.address)
             conn = conn or await gw.pool.connect(route.address)
             try:
@@ -517,6 +532,11 @@ class ClientConnection(asyncio.Protocol):
             conn.close()
             return
         self._send(exchange, conn)
+
+    def _route(self, destination: Destination) -> Awaitable[Route]:
+        """Where this request's upstream connection goes (intercept.py: the original
+        destination instead of the Host's addresses)."""
+        return self.gw.route(destination.host, destination.port)
 
     def _send(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         decision = exchange.decision
