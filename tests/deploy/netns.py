@@ -6,7 +6,6 @@ import secrets
 import subprocess
 from dataclasses import dataclass, field
 
-
 # What the kernel says when a container forbids namespaces or lacks netfilter; any other
 # error (a syntax error in our ruleset, say) is a test failure, never a skip.
 KERNEL_REFUSALS = ("Operation not permitted", "Permission denied", "not supported",
