@@ -56,7 +56,7 @@ def serve(ctx: click.Context, workers: int | None) -> None:
     config = get_config(ctx)
     try:
         code = run(config, workers)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ConfigError, ConfigErrors) as exc:  # a missing *_file, ...
         fail(f"cannot start: {exc}")
     sys.exit(code)
 

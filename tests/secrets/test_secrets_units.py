@@ -260,3 +260,18 @@ def test_warn_loose_names_the_file_and_the_fix_once(tmp_path: Path) -> None:
     os.chmod(private, 0o600)
     assert warn_loose([path, private, path, tmp_path / "absent"]) == [
         f"{path} is mode 0604: readable by others than its owner; fix: chmod 600 {path}"]
+
+
+def test_serve_names_a_missing_secret_file_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from lwtest import LINEWARDEN
+
+    config = _config(tmp_path, "gw", tmp_path / "l.db",
+                     '[identity]\npseudonym_secret_file = "absent.key"')
+    result = subprocess.run([str(LINEWARDEN), "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"linewarden: cannot start: {config}: secret file "
+                             f"'{tmp_path / 'absent.key'}' not found (fix: create it or "
+                             "remove the *_file setting)\n")
