@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 from authlib.integrations.starlette_client import OAuth
 from authlib.oidc.discovery import OpenIDProviderMetadata
@@ -167,3 +168,24 @@ def test_openid_is_required(op: Operator) -> None:
     answer = device_follows(url)
     assert answer["error"] == "invalid_scope" and "code" not in answer
     assert answer["state"] == "s"
+
+
+def test_key_rotation_reaches_the_id_token(op: Operator) -> None:
+    """`keys rotate` swaps the signer's ring (keys.KeyWatcher); the next id_token is signed
+    with the new key, which the JWKS publishes, and the client validates it."""
+    signer = op.nv.secrets.signer
+    assert signer is not None
+    before = signer.ring
+    fresh = make_signer(before.active.algorithm).ring  # type: ignore[union-attr]
+    signer.use(fresh)
+    try:
+        async def run() -> str:
+            token, claims, _ = await sign_in(op, oidc_client(op), SHOP_REDIRECT)
+            assert claims["sub"] == pseudonym(op.nv.secrets, "shop", MSISDN_A)
+            return str(token["id_token"])
+
+        id_token = asyncio.run(run())
+        header = jwt.get_unverified_header(id_token)
+        assert header["kid"] == fresh.active.kid != before.active.kid  # type: ignore[union-attr]
+    finally:
+        signer.use(before)
