@@ -189,3 +189,22 @@ def test_key_rotation_reaches_the_id_token(op: Operator) -> None:
         assert header["kid"] == fresh.active.kid != before.active.kid  # type: ignore[union-attr]
     finally:
         signer.use(before)
+
+
+def test_one_purpose_scope_may_come_along(op: Operator) -> None:
+    """CAMARA ICM r3.3: one `dpv:` purpose among the scopes; kept in the granted scope."""
+    def ask(scope: str) -> dict[str, str]:
+        return device_follows(op.url + "/oauth/authorize?" + str(httpx.QueryParams({
+            "response_type": "code", "client_id": "shop-client", "redirect_uri": SHOP_REDIRECT,
+            "scope": scope, "state": "s", "prompt": "none"})))
+
+    granted = ask(f"openid dpv:FraudPreventionAndDetection {VERIFY}")
+    token = httpx.post(op.url + "/oauth/token", auth=("shop-client", SHOP_SECRET),
+                       trust_env=False, data={"grant_type": "authorization_code",
+                                              "code": granted["code"],
+                                              "redirect_uri": SHOP_REDIRECT}).json()
+    assert token["scope"] == f"openid dpv:FraudPreventionAndDetection {VERIFY}"
+    two = ask(f"openid dpv:FraudPreventionAndDetection dpv:Marketing {VERIFY}")
+    assert two["error"] == "invalid_scope" and "code" not in two
+    alone = ask("openid dpv:FraudPreventionAndDetection")
+    assert alone["error"] == "invalid_scope" and "code" not in alone

@@ -373,7 +373,7 @@ class NetworkAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                  now: Callable[[], float] = time.time) -> None:
         super().__init__(scopes_supported=[OPENID, *OAUTH_SCOPES])
         self.policy, self.grants, self.signer, self.now = policy, grants, signer, now
-        self.context = _RequestContext()  # set per request (see authorize(), token())
+        self.context = _RequestContext()  # set per token request (see token())
         # Partners authenticate (secret or key), so PKCE is optional, and enforced once used.
         self.register_grant(_CodeGrant, [_S256Only(required=False), _OpenIDCode(self)])
         self.register_token_generator("default", self._generate_token)
