@@ -13,7 +13,7 @@ import json
 import os
 import stat
 import subprocess
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -239,26 +239,31 @@ def test_two_instances_starting_at_once_on_an_empty_ledger_one_reference(
     # Both generate their secrets first, so the race is only over the reference.
     for inst in (a, b):
         assert inst.cli("secrets", "status").returncode == 0
-    results: dict[str, subprocess.CompletedProcess[bytes] | None] = {}
-
-    def run(inst: Instance) -> None:
-        try:
-            results[inst.name] = subprocess.run(
-                [str(LINEWARDEN), "serve", "--config", str(inst.config)],
-                capture_output=True, cwd=inst.directory, timeout=8)
-        except subprocess.TimeoutExpired:
-            results[inst.name] = None  # still running after 8 s: it started
-
-    threads = [threading.Thread(target=run, args=(inst,)) for inst in (a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    refused = [name for name, r in results.items() if r is not None]
-    assert len(refused) == 1, {k: v and v.stderr[-500:] for k, v in results.items()}
-    outcome = results[refused[0]]
-    assert outcome is not None and outcome.returncode == 1
-    assert b"pseudonym secret: differs" in outcome.stderr
+    procs = {}
+    for inst in (a, b):  # started together: both reach the registration within ms
+        inst.config = inst._write(free_port(), free_port())
+        with (inst.directory / "out.log").open("wb") as out, \
+                (inst.directory / "err.log").open("wb") as err:
+            procs[inst.name] = (inst, subprocess.Popen(
+                [str(LINEWARDEN), "serve", "--config", str(inst.config)], stdout=out,
+                stderr=err, cwd=inst.directory))
+    try:
+        deadline = time.monotonic() + START_REFUSAL_TIMEOUT
+        while time.monotonic() < deadline:
+            exited = [n for n, (_i, p) in procs.items() if p.poll() is not None]
+            started = [n for n, (i, _p) in procs.items()
+                       if b"  proxy" in (i.directory / "out.log").read_bytes()]
+            if exited and started:
+                break
+            time.sleep(0.05)
+        assert len(exited) == 1 and len(started) == 1 and exited != started, \
+            {n: (i.directory / "err.log").read_text()[-500:] for n, (i, _p) in procs.items()}
+        loser, proc = procs[exited[0]]
+        assert proc.returncode == 1
+        assert "pseudonym secret: differs" in (loser.directory / "err.log").read_text()
+    finally:
+        for _inst, proc in procs.values():
+            stop_process(proc)
 
 
 def test_one_postgresql_ledger_second_instance_refuses(
