@@ -409,9 +409,13 @@ def state_paths(config: Config) -> list[Path]:
     paths.append(signing)
     if signing.is_dir():
         paths += sorted(signing.iterdir())
-    name = config.ledger.signing_key_file
-    if name:
-        paths.append(config.resolve_path(name))
+    # Operator-supplied secret files: the checkpoint key, the admin token, RADIUS secrets.
+    radius = config.model.radius
+    for name in (config.ledger.signing_key_file, config.model.admin.admin_token_file,
+                 *([radius.secret_file, *(c.secret_file for c in radius.clients)]
+                   if radius is not None else [])):
+        if name:
+            paths.append(config.resolve_path(name))
     if config.ledger.url.startswith("sqlite:"):
         from .ledger.sqlite import sqlite_path
 

@@ -275,3 +275,22 @@ def test_serve_names_a_missing_secret_file_in_one_line(tmp_path: Path) -> None:
     assert result.stderr == (f"linewarden: cannot start: {config}: secret file "
                              f"'{tmp_path / 'absent.key'}' not found (fix: create it or "
                              "remove the *_file setting)\n")
+
+
+def test_start_up_checks_the_operators_secret_files_too(tmp_path: Path) -> None:
+    from linewarden.secrets import state_paths
+
+    (tmp_path / "radius.secret").write_text("s3cret-for-tests")
+    os.chmod(tmp_path / "radius.secret", 0o644)
+    (tmp_path / "nas2.secret").write_text("other")
+    os.chmod(tmp_path / "nas2.secret", 0o600)
+    config = load_config(str(_config(tmp_path, "gw", tmp_path / "l.db", """
+[radius]
+secret_file = "radius.secret"
+[[radius.clients]]
+address = "10.0.0.2"
+secret_file = "nas2.secret"
+""")))
+    warnings = warn_loose(state_paths(config))
+    assert warnings == [f"{tmp_path / 'radius.secret'} is mode 0644: readable by others than "
+                        f"its owner; fix: chmod 600 {tmp_path / 'radius.secret'}"]
