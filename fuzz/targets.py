@@ -21,11 +21,12 @@ from typing import Any
 
 import httptools
 
-from linewarden.bindings import Binding, is_possible_msisdn
+from linewarden.bindings import Binding
 from linewarden.bindings.memory import MemoryStore
 from linewarden.bindings.radius import LANES, ListenerSettings, RadiusListener, Rejected
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
+from linewarden.identifiers import is_possible_msisdn
 from linewarden.policy import parse_policy
 
 MSISDN = "447400900123"

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher
 
+from linewarden.identifiers import MOBILE_COUNTRY_CODES, luhn_valid
 from linewarden.names import DEFAULT_IDENTITY_NAMES, IdentityNames, normalise
 
 __all__ = [
@@ -54,30 +55,6 @@ JSON_SCHEMA_VERSION = 1
 # Past them, identity *names* are still flagged; only value searching stops.
 MAX_SCANNED_VALUE_CHARS = 8 * 1024
 MAX_SCANNED_REQUEST_CHARS = 32 * 1024
-
-# ITU-T E.212 mobile country codes (the list in force in 2024, geographic codes 202-750),
-# plus 001 (test networks: lab SIMs and open-source cores use 001-01), 901 (international
-# networks: satellite and roaming IoT SIMs) and 999 (private LTE/5G networks). An IMSI is
-# MCC (3 digits) + MNC (2-3) + MSIN, 15 digits in all (3GPP TS 23.003 §2.2).
-_MCC_TABLE = """
-    001
-    202 204 206 208 212 213 214 216 218 219 220 221 222 225 226 228 230 231 232 234 235
-    238 240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280
-    282 283 284 286 288 289 290 292 293 294 295 297
-    302 308 310 311 312 313 314 315 316 330 332 334 338 340 342 344 346 348 350 352 354
-    356 358 360 362 363 364 365 366 368 370 372 374 376
-    400 401 402 404 405 406 410 412 413 414 415 416 417 418 419 420 421 422 424 425 426
-    427 428 429 430 431 432 434 436 437 438 440 441 450 452 454 455 456 457 460 461 466
-    467 470 472
-    502 505 510 514 515 520 525 528 530 536 537 539 540 541 542 543 544 545 546 547 548
-    549 550 551 552 553 554 555
-    602 603 604 605 606 607 608 609 610 611 612 613 614 615 616 617 618 619 620 621 622
-    623 624 625 626 627 628 629 630 631 632 633 634 635 636 637 638 639 640 641 642 643
-    645 646 647 648 649 650 651 652 653 654 655 657 658 659
-    702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 740 742 744 746 748 750
-    901 999
-"""
-MOBILE_COUNTRY_CODES: frozenset[str] = frozenset(_MCC_TABLE.split())
 
 # Headers whose values are hop addresses. An internal address there is the handset's address
 # inside the operator's network (or the operator's own kit): the operator's RADIUS records map it
@@ -318,7 +295,7 @@ def _identifier_in(
         digits = match.group(1)
         # An IMEI always passes Luhn; an IMSI has no check digit and passes 1 time in 10, so
         # Luhn decides first (3GPP TS 23.003 §6.2.1: the IMEI check digit).
-        if _luhn_valid(digits):
+        if luhn_valid(digits):
             return "imei", digits
         if digits[:3] in MOBILE_COUNTRY_CODES:
             return "imsi", digits
@@ -362,16 +339,6 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
         return phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
-
-
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = int(char)
-        if position % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 def _internal_address_in(value: str) -> str | None:

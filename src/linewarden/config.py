@@ -20,11 +20,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, NoncePool, Signer
-from .bindings import Binding, is_possible_msisdn
+from .bindings import Binding
 from .claims import Secrets
 from .decide import DEFAULT_CONNECT_PORTS, Settings
 from .destinations import parse_networks
 from .filemodes import create_private
+from .identifiers import e164_digits
 from .keys import KeyDirectoryError, open_signer
 from .policy import Policy, compile_policy, load_policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
@@ -45,13 +46,6 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
         raise ValueError(f"'{value}' is not host:port")
     host = host.strip("[]") or default_host
     return host, int(port)
-
-
-def e164_digits(value: str) -> str:
-    """A configured MSISDN as E.164 digits without '+', or a clear error."""
-    if not is_possible_msisdn(value):
-        raise ValueError(f"'{value}' is not a possible E.164 number (e.g. 447400900123)")
-    return value.lstrip("+")
 
 
 def _cidr(value: str) -> str:

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyrad.packet import AcctPacket  # type: ignore[import-untyped]
 
-from linewarden.bindings import Binding, mask_msisdn
+from linewarden.bindings import Binding
 from linewarden.bindings.memory import MemoryStore
 from linewarden.bindings.profiles import (
     ProfileBook,
@@ -36,6 +36,7 @@ from linewarden.bindings.radius import (
 )
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
+from linewarden.identifiers import mask_msisdn
 from linewarden.policy import parse_policy
 
 SECRET = b"unit-secret"

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-import phonenumbers
-
 # Profile facts travel to the decision core inside `Binding.attributes` under these keys
 # (see profiles.py): "true"/"false", and the partner ids the subscriber opted out of,
 # separated by spaces, or "*" for every partner.
@@ -84,19 +82,3 @@ class BindingStore(Protocol):
     def count(self) -> int: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
-
-
-def is_possible_msisdn(value: str) -> bool:
-    """E.164 digits, with or without '+', that phonenumbers deems a possible number."""
-    digits = value.removeprefix("+")
-    if not digits.isdigit() or not 7 <= len(digits) <= 15:
-        return False
-    try:
-        return bool(phonenumbers.is_possible_number(phonenumbers.parse("+" + digits)))
-    except phonenumbers.NumberParseException:
-        return False
-
-
-def mask_msisdn(msisdn: str) -> str:
-    """All but the last three digits hidden: enough to tell subscribers apart in a list."""
-    return "*" * max(len(msisdn) - 3, 0) + msisdn[-3:]

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .. import tasks
-from . import AGE_OVER_18, OPT_OUT, OPT_OUT_ALL, Binding, BindingStore, is_possible_msisdn
+from ..identifiers import is_possible_msisdn
+from . import AGE_OVER_18, OPT_OUT, OPT_OUT_ALL, Binding, BindingStore
 
 log = logging.getLogger("linewarden.profiles")
 

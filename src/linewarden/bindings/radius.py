@@ -40,7 +40,8 @@ from pyrad.packet import (  # type: ignore[import-untyped]
 )
 
 from .. import tasks
-from . import Binding, BindingStore, is_possible_msisdn
+from ..identifiers import is_possible_msisdn
+from . import Binding, BindingStore
 
 log = logging.getLogger("linewarden.radius")
 

@@ -27,8 +27,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..bindings import OPT_OUT_ALL, Binding, mask_msisdn
+from ..bindings import OPT_OUT_ALL, Binding
 from ..claims import subscriber_key
+from ..identifiers import mask_msisdn
 from ..ledger.reports import CLAIM_WORDS, SubscriberReport, iso, subscriber_report
 from .api import MAX_BODY, NumberVerification
 from .optout import OptOutError

@@ -25,6 +25,12 @@ from typing import NamedTuple
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
+from linewarden.identifiers import (
+    E164_MAX_DIGITS,
+    E164_MIN_DIGITS,
+    MOBILE_COUNTRY_CODES,
+    luhn_valid,
+)
 from linewarden.names import DEFAULT_IDENTITY_NAMES, IdentityNames, normalise
 
 MSISDN = "msisdn"
@@ -36,10 +42,9 @@ KINDS: tuple[str, ...] = (MSISDN, IMSI, IMEI, IDENTITY)
 
 DEFAULT_REGIONS: tuple[str, ...] = ("GB",)
 
-# E.164 caps a number at 15 digits (ITU-T E.164 §6.1). The shortest valid numbers with their
-# country code have 7 digits (e.g. +290 xxxx); nothing shorter is worth a parse.
-_MIN_DIGITS = 7
-_MAX_DIGITS = 15
+# Nothing shorter than the shortest E.164 number is worth a parse.
+_MIN_DIGITS = E164_MIN_DIGITS
+_MAX_DIGITS = E164_MAX_DIGITS
 # A formatted number is at most a handful of groups ("+44 (0) 7400 900 123" is five).
 _MAX_GROUPS = 6
 # Header values longer than this are not an identity token but a mis-parse of the line.
@@ -82,24 +87,6 @@ _IMEI_DASHED = re.compile(rb"\d{2}-\d{6}-\d{6}-\d")
 _IMEI_RBI_TEXT = "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99"
 _IMEI_RBI = frozenset(_IMEI_RBI_TEXT.split())
 
-# Mobile country codes in use (ITU-T E.212 list, with the shared 901 range). A bare 15-digit
-# run is reported as an IMSI only if it starts with one of these.
-_MCC_TEXT = (
-    "202 204 206 208 212 213 214 216 218 219 220 221 222 226 228 230 231 232 234 235 238 "
-    "240 242 244 246 247 248 250 255 257 259 260 262 266 268 270 272 274 276 278 280 282 "
-    "283 284 286 288 289 290 292 293 294 295 297 302 308 310 311 312 313 314 315 316 330 "
-    "332 334 338 340 342 344 346 348 350 352 354 356 358 360 362 363 364 365 366 368 370 "
-    "372 374 376 400 401 402 404 405 406 410 412 413 414 415 416 417 418 419 420 421 422 "
-    "424 425 426 427 428 429 430 431 432 434 436 437 438 440 441 450 452 454 455 456 457 "
-    "460 461 466 467 470 472 502 505 510 514 515 520 525 528 530 536 537 539 540 541 542 "
-    "543 544 545 546 547 548 549 550 551 552 553 554 555 602 603 604 605 606 607 608 609 "
-    "610 611 612 613 614 615 616 617 618 619 620 621 622 623 624 625 626 627 628 629 630 "
-    "631 632 633 634 635 636 637 638 639 640 641 642 643 645 646 647 648 649 650 651 652 "
-    "653 654 655 657 658 659 702 704 706 708 710 712 714 716 722 724 730 732 734 736 738 "
-    "740 742 744 746 748 750 901"
-)
-_MCC = frozenset(_MCC_TEXT.split())
-
 # Prefixes that log formats put before a header's own name: nginx `$http_x_msisdn`, CGI
 # `HTTP_X_MSISDN`, JSON `request.headers.x-msisdn`. Stripped (normalised) before the exact
 # name match, so `http_x_orange_id` is recognised like `x-orange-id`.
@@ -138,24 +125,12 @@ class Finding(NamedTuple):
     header: str | None = None
 
 
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 def is_imei(digits: str) -> bool:
     return len(digits) == 15 and digits[:2] in _IMEI_RBI and luhn_valid(digits)
 
 
 def is_imsi(digits: str) -> bool:
-    return len(digits) == 15 and digits[:3] in _MCC
+    return len(digits) == 15 and digits[:3] in MOBILE_COUNTRY_CODES
 
 
 def _loose(norm: str) -> bytes:

@@ -28,7 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..bindings import Binding, BindingStore, is_possible_msisdn, mask_msisdn
+from ..bindings import Binding, BindingStore
+from ..identifiers import is_possible_msisdn, mask_msisdn
 from ..ledger.access import AccessError, AccessLog, AccessNotRecorded, check_reason
 from .principal import principal
 
