@@ -2,7 +2,7 @@
 
 An alert is raised when a condition starts ("firing") and once more when it ends
 ("resolved") — not on every canary round, so a webhook receiver is not flooded every 5 s.
-Nothing here ever carries a raw MSISDN (PRODUCT.md invariant 5): texts pass `mask_numbers`.
+Nothing here ever carries a raw MSISDN: texts pass `mask_numbers`.
 """
 
 from __future__ import annotations

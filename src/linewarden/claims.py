@@ -25,7 +25,6 @@ from .bindings import Binding
 from .policy import ClaimSpec, Partner
 
 _PSEUDONYM_LABEL = b"linewarden/pseudonym/v1/"
-_SUBSCRIBER_KEY_LABEL = b"linewarden/subscriber-key/v1"
 
 # Binding attribute (from the subscriber profile): bump it when a number is recycled to a new
 # subscriber, and every partner sees a pseudonym unrelated to the previous holder's. Absent or

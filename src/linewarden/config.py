@@ -201,13 +201,18 @@ class RadiusClient(_Section):
                              "not names)") from None
 
 
+# With [radius] ttl = 0 a binding outlives this many missed Interim-Updates: one lost
+# datagram does not unbind a live session, a session whose Stop was lost ends soon after.
+MISSED_INTERIMS = 3
+
+
 class RadiusSection(_Section):
     listen: str = "127.0.0.1:1813"
     secret: str = ""  # default shared secret for clients without their own
     secret_file: str = ""
     clients: list[RadiusClient] = []
     interim_interval: float = Field(default=300.0, gt=0)
-    ttl: float = Field(default=0.0, ge=0)  # 0: 3 x interim_interval
+    ttl: float = Field(default=0.0, ge=0)  # 0: MISSED_INTERIMS x interim_interval
 
     @field_validator("listen")
     @classmethod
@@ -216,7 +221,7 @@ class RadiusSection(_Section):
         return v
 
     def binding_ttl(self) -> float:
-        return self.ttl or 3 * self.interim_interval
+        return self.ttl or MISSED_INTERIMS * self.interim_interval
 
     def client_secrets(self, base: Path) -> dict[str, bytes]:
         """NAS address -> secret, each from the client, else the section's default."""
@@ -256,7 +261,7 @@ class ProfilesSection(_Section):
 
 # ---- [canary]: the probe subscriber and its control sites (docs/canary.md)
 class CanarySection(_Section):
-    interval: float = Field(default=5.0, gt=0)  # seconds between rounds (issue 5: 5 s)
+    interval: float = Field(default=5.0, gt=0)  # seconds between rounds
     timeout: float = Field(default=3.0, gt=0)  # per probe request; capped at `interval`
     probe_ip: str = "127.0.0.9"  # a local address reserved for the probe subscriber
     probe_msisdn: str = "447400900999"  # a test number that is nobody's
@@ -443,7 +448,7 @@ class Config:
 
         The file is read once, and an empty one is refused: that is what a reload sees
         between an editor's truncate and its write, and accepting it would drop every
-        partner until the next reload (issue 9 fault test). To run with no partners on
+        partner until the next reload. To run with no partners on
         purpose, say so in the file (`partners = []`)."""
         if self.path == DEMO_NAME:
             return self.policy

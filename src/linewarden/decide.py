@@ -359,7 +359,7 @@ def _websocket_upgrade(f: _Fields) -> bool:
 def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules: Rules,
             switch_tripped: bool, now: float, nonce: bytes) -> None:
     """Fail closed: any doubt about who the subscriber is, or whether we may disclose,
-    leaves the request without identity (PRODUCT.md invariant 1)."""
+    leaves the request without identity."""
     decision.partner = partner
     if switch_tripped:
         decision.withheld = "killswitch"

@@ -1,4 +1,4 @@
-"""Where the proxy may connect: the destination policy (PRODUCT.md invariant 6). Sans-IO.
+"""Where the proxy may connect: the destination policy. Sans-IO.
 
 A subscriber can send any bytes, and the proxy reaches everything the gateway host reaches:
 its own admin API, loopback services, the cloud metadata address. So the proxy judges the

@@ -16,10 +16,10 @@ HOP_BY_HOP = frozenset({
 #
 # A partner header is appended to the request the gateway forwards, after the client's own
 # fields. Under any of these names it would not be "one more header" but would change how
-# the message is framed, routed or authorised. Issue 15: `policy check` accepted a partner
-# header `Content-Length`, and the wire then carried `Content-Length: 234-10` beside the
-# real one (a framing desync); a `Cookie` one replaced the client's cookie, a `Host` one
-# made a second Host. The policy lint (policy.py) and `Rules` (decide.py) both read this.
+# the message is framed, routed or authorised: a partner header `Content-Length` would put
+# `Content-Length: 234-10` beside the real one (a framing desync), a `Cookie` one would
+# replace the client's cookie, a `Host` one would make a second Host.
+# The policy lint (policy.py) and `Rules` (decide.py) both read this.
 # Compared lower-cased: field names are case-insensitive (RFC 9110 §5.1).
 RESERVED_FIELDS: dict[str, str] = {
     # Hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §9.6, §7.4) and message framing (RFC 9112 §6):

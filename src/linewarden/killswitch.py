@@ -7,12 +7,12 @@ shared store — recomputes it in one place (`_settle`).
 State lives in three places, each for a reason:
   * memory: the per-request read;
   * `<state_dir>/killswitch.json`: survives a restart. A file that exists but cannot be read
-    or parsed means TRIPPED (fail closed, PRODUCT.md invariant 1); only a person's clear
+    or parsed means TRIPPED (fail closed); only a person's clear
     replaces it. A running instance also watches it (every `POLL_INTERVAL`) and adopts a
     newer state written there by another process: `linewarden killswitch trip` writes it
-    when the admin API cannot be reached (issue 15 item 8);
-  * Redis (when `[store] url` is redis://): every instance sharing it converges within 1 s
-    (issue 5). A change is SET and PUBLISHed atomically (one Lua script); subscribers apply
+    when the admin API cannot be reached;
+  * Redis (when `[store] url` is redis://): every instance sharing it converges within 1 s.
+    A change is SET and PUBLISHed atomically (one Lua script); subscribers apply
     the message at once, and a poll every `POLL_INTERVAL` catches a lost message or a dropped
     subscription. Conflicts: the record with the later `at` wins, a trip wins a tie.
     While the shared state cannot be confirmed for `UNREACHABLE_AFTER`, this instance
@@ -47,7 +47,7 @@ log = logging.getLogger("linewarden.killswitch")
 STATE_FILE = "killswitch.json"
 DEFAULT_KEY = "linewarden:killswitch"  # the Redis key; the channel is KEY + ":changes"
 
-# Issue 5: every instance within 1 s. Pub/sub delivers in milliseconds; the poll is the
+# A trip reaches every instance within 1 s. Pub/sub delivers in milliseconds; the poll is the
 # fallback for a lost message, so poll + one Redis round trip must stay under 1 s.
 POLL_INTERVAL = 0.25
 # One Redis command may take this long before it counts as failed (a healthy local Redis

@@ -17,10 +17,10 @@ from .bindings import BindingStore
 from .canary import CONTROL_HOST, Canary, canary_settings, listen_address
 from .config import Config
 from .decide import Rules
-from .faults import FAULTS_ENV, FAULTS_VALUE, fault_routes
-from .faults import enabled as faults_enabled
 from .killswitch import KillSwitch
 from .metrics import Metrics
+from .testing.leak_drill import FAULTS_ENV, FAULTS_VALUE, fault_routes
+from .testing.leak_drill import enabled as faults_enabled
 from .web.killswitch import killswitch_routes
 
 log = logging.getLogger("linewarden.leakguard")

@@ -80,7 +80,7 @@ class Metrics:
                                  registry=r)
         self.latency = LatencyHistogram()
         r.register(self.latency)
-        # ---- canary, kill switch and alerts (issue 5)
+        # ---- canary, kill switch and alerts
         self.killswitch_tripped = Gauge("linewarden_killswitch_tripped",
                                         "1 while no identity is disclosed (kill switch)",
                                         registry=r)

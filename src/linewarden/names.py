@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# PRODUCT.md's reference list: names seen carrying MSISDN, IMSI, IMEI or tracking IDs
+# Names seen carrying MSISDN, IMSI, IMEI or tracking IDs
 # (Mulliner 2010; the O2 leak of January 2012 used x-up-calling-line-id).
 KNOWN_IDENTITY_HEADERS: tuple[str, ...] = (
     "x-up-calling-line-id", "x-msisdn", "msisdn", "x-nokia-msisdn", "x-wap-msisdn",
@@ -22,7 +22,8 @@ KNOWN_IDENTITY_HEADERS: tuple[str, ...] = (
     "x-subscriber-id", "x-forwarded-msisdn", "x-imei", "x-att-deviceid",
 )
 
-# Suffixes of normalised names that consumers treat as identity (PRODUCT.md and issue #2).
+# Suffixes of normalised names that consumers treat as identity: a name ending in one of
+# these (`x-foo-msisdn`, `x-vf-acr`) is stripped and flagged like the names above.
 IDENTITY_SUFFIXES: tuple[str, ...] = (
     "msisdn", "callinglineid", "callingline", "subno", "subid", "subscriberid",
     "imsi", "imei", "clid", "uidh", "acr",

@@ -36,7 +36,6 @@ PURPOSES = ("age_verification", "billing", "own_services", "fraud_prevention")
 CLAIMS = ("msisdn", "pseudonym", "age_over_18", "operator", "assertion")
 # What an `assertion` may carry besides its `sub` (the pairwise pseudonym): `include = [...]`.
 ASSERTION_INCLUDES = ("age_over_18", "operator", "msisdn")
-MSISDN_FORMATS = ("e164", "+e164")
 # Number Verification (docs/numberverify.md): the scopes a `[partners.oauth]` client may hold.
 # Reading the number itself is the raw number again, so only purposes that need it may.
 NV_VERIFY = "number-verification:verify"

@@ -1,4 +1,5 @@
-"""The secrets every instance sharing a store must agree on (PRODUCT.md invariant 7).
+"""The secrets every instance sharing a store must agree on (or one instance would
+disclose, or record, what another would not).
 
 Three secrets shape what partners receive or what the ledger can answer:
   * the pseudonym secret (and any versioned pseudonym keys): two instances with different

@@ -117,7 +117,7 @@ class Service:
         return result
 
     def _set_rules(self, rules: Rules) -> None:
-        self.gateway.rules = rules  # the test-only fault hook (faults.py) swaps rules here
+        self.gateway.rules = rules  # the leak drill's seam (testing/leak_drill.py) swaps rules here
 
     async def run(self) -> None:
         """Start every part, serve until SIGTERM/SIGINT, then stop them in order."""

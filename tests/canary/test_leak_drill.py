@@ -1,7 +1,7 @@
 """The leak drill: a real gateway with a canary; a fault makes the data plane disclose to a
 non-partner; the canary sees it and the kill switch stops every disclosure, fast.
 
-The fault is the test-only hook in `linewarden/faults.py`, enabled by
+The fault is the test-only hook in `linewarden/testing/leak_drill.py`, enabled by
 `LINEWARDEN_TEST_FAULTS=leak-drill` in the gateway's environment only (docs/canary.md).
 """
 

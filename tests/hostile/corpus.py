@@ -621,11 +621,6 @@ def destinations() -> Iterator[Case]:
             "reject")
 
 
-# Cases that fail today, with the report sent to the gateway's owner. The tests mark them
-# xfail(strict): they show as failures in run.py, and the day they pass the suite says so.
-KNOWN_GAPS: dict[str, str] = {}
-
-
 def all_cases() -> list[Case]:
     cases = [*forged_identity(), *framing(), *host_match(), *destinations()]
     names = [c.name for c in cases]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corpus import FORGED_B, KNOWN_GAPS, SMUGGLED, Case, all_cases
+from corpus import FORGED_B, SMUGGLED, Case, all_cases
 from run import Result, run_case, start_hostile_gateway
 
 from lwtest import ROOT, Gateway, Origin
@@ -42,13 +42,7 @@ def test_corpus_has_what_issue_9_asks_for() -> None:
     assert modes == {True, False}  # both transparent (origin-form) and absolute-form
 
 
-def _param(case: Case) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[case.name])] \
-        if case.name in KNOWN_GAPS else []
-    return pytest.param(case, id=case.name, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
 def test_hostile_case(hostile: Gateway, origin: Origin, case: Case) -> None:
     result = run_case(hostile.proxy_port, origin, case)
     _results.append(result)
@@ -58,7 +52,7 @@ def test_hostile_case(hostile: Gateway, origin: Origin, case: Case) -> None:
 def test_after_the_corpus_nothing_arrived_late(hostile: Gateway, origin: Origin) -> None:
     """Runs after every case (file order): a request forwarded after its client was
     answered would show up here, and the gateway must still serve."""
-    assert len(_results) >= len(CASES) - len(KNOWN_GAPS)
+    assert len(_results) == len(CASES)
     markers = {r.marker for r in _results}
     ours = [r for r in origin.requests if r.target.lstrip("/")[:13] in markers]
     assert ours, "no corpus request reached the origin at all"

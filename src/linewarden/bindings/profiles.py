@@ -112,7 +112,7 @@ def load_profiles(path: Path, table: str = "profiles") -> dict[str, Profile]:
     return profiles
 
 
-# Profiles say who opted out of what: readable by the gateway's user only (issue 15).
+# Profiles say who opted out of what: readable by the gateway's user only.
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 COLUMNS = ("msisdn", "age_verified", "opt_out")

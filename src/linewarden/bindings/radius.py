@@ -60,9 +60,6 @@ LANES = 32
 # Pending accounting per lane; past it packets are dropped ("overloaded") and the NAS
 # retransmits (RFC 2866 §2). 32 x 256 = 8192 packets, ~1 s of a busy GGSN.
 LANE_DEPTH = 256
-# The default binding life when [radius] ttl = 0: three missed interims (the issue's rule).
-MISSED_INTERIMS = 3
-
 _ACCOUNTING_REQUEST = AccountingRequest  # RFC 2866 §4.1: Code 4
 _STATUS = {1: "start", 2: "stop", 3: "interim", 7: "accounting_on", 8: "accounting_off"}
 _STATUS_NAMES = {"Start": "start", "Stop": "stop", "Interim-Update": "interim",
@@ -184,7 +181,8 @@ def _text(packet: AcctPacket, name: str) -> str:
 
 
 def read_event(packet: AcctPacket, client: str) -> AccountingEvent:
-    """The attributes the bindings need (issue 3 §1), validated; raises Rejected."""
+    """The attributes a binding needs (status, Framed-IP-Address, Calling-Station-Id,
+    Acct-Session-Id), validated; raises Rejected."""
     try:
         raw_status = _first(packet, "Acct-Status-Type")
         status = (_STATUS.get(raw_status) if isinstance(raw_status, int)
@@ -367,7 +365,8 @@ class RadiusListener(asyncio.DatagramProtocol):
                 self._transport.sendto(packet.CreateReply().ReplyPacket(), addr)
 
     async def apply(self, event: AccountingEvent) -> None:
-        """The binding rules (issue 3 §2). Raises when the store could not take it."""
+        """Start binds, Interim refreshes only the bound session (another one unbinds: fail
+        closed), Stop unbinds. Raises when the store could not take it."""
         store, status = self.store, event.status
         if status == "start":
             await store.write(event.binding(self.clock() + self.settings.ttl))

@@ -7,8 +7,8 @@ any future support tool) first calls `AccessLog.record`, and shows nothing if it
 
 A record holds when, which operator principal (the admin token's name, or the Unix-socket
 peer's user), what was done, why (a required reason) and the subscriber's keyed hash —
-never the number (PRODUCT.md invariant 5): a reason that contains a phone number is
-refused, since it would put one in the ledger.
+never the number (no raw number in logs, metrics or records): a reason that contains a
+phone number is refused, since it would put one in the ledger.
 
 Reveals are rare and interactive, so a record is written at once in its own transaction
 on a short-lived connection, not through the disclosure writer's group commit.

@@ -7,7 +7,7 @@
     GET  /admin/audit/verify
 
 JSON by default, CSV with `format=csv`. A phone number is accepted only in a POST body:
-URLs end up in access logs, and no raw number may reach a log (PRODUCT.md invariant 5).
+URLs end up in access logs, and no raw number may reach a log.
 Reports run in a worker thread with their own short-lived connection.
 """
 

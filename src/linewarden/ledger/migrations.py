@@ -122,7 +122,7 @@ _V2 = (
 )
 
 # v3: fingerprints of the secrets every instance sharing this ledger must agree on
-# (PRODUCT.md invariant 7; secrets.py). The first instance's row is the reference; the
+# (secrets.py says why). The first instance's row is the reference; the
 # primary key makes "first" well defined when two instances start at once.
 _V3_SQLITE = (
     """CREATE TABLE secret_fingerprints (

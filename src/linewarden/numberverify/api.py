@@ -14,7 +14,7 @@
 Every answer under /number-verification is JSON; errors are CAMARA Commonalities
 `{"status", "code", "message"}`, 404 and 405 included. Every answer about a subscriber is a
 disclosure: it is recorded in the ledger first, and withheld (503) when the ledger does not
-take it (PRODUCT.md invariant 4). Grant store calls block (Redis), so they and authlib
+take it (no ledger, no disclosure). Grant store calls block (Redis), so they and authlib
 run in a worker thread, never on the event loop the data plane shares.
 """
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 # RFC 6749 §4.1.2: "A maximum authorization code lifetime of 10 minutes is RECOMMENDED".
 # The code travels in one redirect the partner follows at once; 60 s is ample.
 CODE_TTL = 60.0
-# CAMARA Number Verification: an access token lives at most 300 s (PRODUCT.md).
+# CAMARA Number Verification: an access token lives at most 300 s.
 TOKEN_TTL = 300.0
 # Bound on outstanding grants in memory (codes + tokens + nonces): past it, expired ones
 # are purged and, if still full, new grants are refused rather than letting memory grow

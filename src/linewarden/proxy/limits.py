@@ -1,6 +1,6 @@
 """Every bound of the data plane, with where it comes from."""
 
-# Request head: 64 KiB and 100 fields (issue #2). Peers: nginx large_client_header_buffers
+# Request head: 64 KiB and 100 fields. Peers: nginx large_client_header_buffers
 # 4 x 8 KiB, Apache LimitRequestFieldSize 8 KiB x LimitRequestFields 100, h11 16 KiB.
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100

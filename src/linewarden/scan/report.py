@@ -2,7 +2,7 @@
 
 Values are kept canonical (E.164, digits, token) inside the process and masked on output
 unless the user asks for `--reveal`: a report is often pasted into a ticket, and the
-numbers it lists are exactly what must not spread further (PRODUCT.md invariant 5).
+numbers it lists are exactly what must not spread further.
 """
 
 from __future__ import annotations

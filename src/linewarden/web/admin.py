@@ -4,7 +4,7 @@ listen`: a 0600 Unix socket by default, TCP with a Bearer token), never on the p
 Who may call is decided once for the whole admin app by `AdminGuard`, not per route: on
 the Unix socket the file mode is the guard; when a token is configured (always, on TCP)
 every request must carry it. No peer address is trusted: the proxy connects from the
-gateway's own address, so "loopback may call" let any subscriber in (issue 15).
+gateway's own address, so "loopback may call" would let any subscriber in.
 
 Writes are acknowledged by IP address only; reads show the number masked to its last
 three digits unless the caller asks with `?reveal=1&reason=...`. A reveal first writes an

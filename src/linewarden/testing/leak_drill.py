@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .decide import Rules
-from .policy import HostMatcher, Partner, Policy
+from ..decide import Rules
+from ..policy import HostMatcher, Partner, Policy
 
 FAULTS_ENV = "LINEWARDEN_TEST_FAULTS"
 FAULTS_VALUE = "leak-drill"
