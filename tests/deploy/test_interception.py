@@ -32,6 +32,42 @@ table ip lwtest {
   }
 }
 """
+TPROXY_RULES = """
+table ip lwtproxy {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    iifname "lwg%(s)s" tcp dport 81 tproxy to :3130 meta mark set 1 accept
+  }
+}
+"""
+
+
+def gateway_config(directory: Path, mode: str, port: int, web: int) -> str:
+    return f"""
+state_dir = "{directory}/state"
+[proxy]
+listen = "0.0.0.0:{port}"
+mode = "{mode}"
+instance_id = "{mode}-test"
+[proxy.resolve]
+"partner.test" = "10.99.2.2"
+"other.test" = "10.99.2.2"
+[identity]
+operator = "234-10"
+pseudonym_secret = "test-pseudonym-secret"
+[[bindings]]
+ip = "10.99.1.2"
+msisdn = "{MSISDN_1}"
+[[bindings]]
+ip = "127.0.0.1"
+msisdn = "{MSISDN_1}"
+[ledger]
+url = "sqlite:///{directory}/state/ledger.db"
+key = "test-ledger-key"
+[web]
+listen = "127.0.0.1:{web}"
+{DEFAULT_PARTNERS}
+"""
 
 
 class Net:
@@ -73,44 +109,28 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         try:
             lab.build()
             lab.nft(NFT_RULES % {"s": lab.suffix})
+            # TPROXY (port 81): marked packets are delivered locally, to the transparent
+            # listener (kernel docs, networking/tproxy.rst).
+            lab.nft(TPROXY_RULES % {"s": lab.suffix})
+            run("ip", "rule", "add", "fwmark", "1", "lookup", "100", ns=lab.gw)
+            run("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100",
+                ns=lab.gw)
         except KernelRefused as exc:
             if not exc.by_kernel():
                 raise  # our ruleset or command is wrong: a failure, not a skip
             pytest.skip(f"the kernel refused the namespace lab: {exc}")
-        for host in ("10.99.2.2", "10.99.2.3"):
-            n.spawn(lab.org, sys.executable, str(HERE / "echo_origin.py"), host, "80",
-                    str(n.log), ready="ready", name=f"origin-{host}")
+        for host, port in (("10.99.2.2", "80"), ("10.99.2.3", "80"), ("10.99.2.2", "81")):
+            n.spawn(lab.org, sys.executable, str(HERE / "echo_origin.py"), host, port,
+                    str(n.log), ready="ready", name=f"origin-{host}-{port}")
         # A service on the gateway host's loopback: interception must not reach it.
         n.spawn(lab.gw, sys.executable, str(HERE / "echo_origin.py"), "127.0.0.2", "80",
                 str(n.log), ready="ready", name="loopback-service")
-        config = directory / "linewarden.toml"
-        config.write_text(f"""
-state_dir = "{directory}/state"
-[proxy]
-listen = "0.0.0.0:3129"
-mode = "intercept"
-instance_id = "intercept-test"
-[proxy.resolve]
-"partner.test" = "10.99.2.2"
-"other.test" = "10.99.2.2"
-[identity]
-operator = "234-10"
-pseudonym_secret = "test-pseudonym-secret"
-[[bindings]]
-ip = "10.99.1.2"
-msisdn = "{MSISDN_1}"
-[[bindings]]
-ip = "127.0.0.1"
-msisdn = "{MSISDN_1}"
-[ledger]
-url = "sqlite:///{directory}/state/ledger.db"
-key = "test-ledger-key"
-[web]
-listen = "127.0.0.1:8080"
-{DEFAULT_PARTNERS}
-""")
-        n.spawn(lab.gw, str(LINEWARDEN), "serve", "--config", str(config), ready="proxy",
-                name="gateway")
+        for mode, port, web in (("intercept", 3129, 8080), ("tproxy", 3130, 8081)):
+            config = directory / mode / "linewarden.toml"
+            config.parent.mkdir()
+            config.write_text(gateway_config(directory / mode, mode, port, web))
+            n.spawn(lab.gw, str(LINEWARDEN), "serve", "--config", str(config), ready="proxy",
+                    name=f"gateway-{mode}")
         yield n
     finally:
         for proc in reversed(n.procs):
@@ -153,7 +173,7 @@ def test_host_that_resolves_elsewhere_is_forwarded_without_identity(net: Net) ->
     assert result.returncode == 0, result.stderr
     head = head_of(net, m, "10.99.2.3:80")
     assert "x-up-calling-line-id" not in head and MSISDN_1 not in head
-    metrics = admin_metrics(net.directory / "state" / "admin.sock")
+    metrics = admin_metrics(net.directory / "intercept" / "state" / "admin.sock")
     assert 'linewarden_withheld_disclosures_total{reason="host_mismatch"}' in metrics
     assert 'linewarden_intercepted_requests_total{result="host-mismatch"}' in metrics
 
@@ -176,13 +196,30 @@ def test_redirected_loopback_destination_is_refused(net: Net) -> None:
                  ns=net.lab.gw, check=False)
     assert result.stdout.startswith("HTTP/1.1 403"), (result.stdout, result.stderr)
     assert net.seen(m) == []
-    metrics = admin_metrics(net.directory / "state" / "admin.sock")
+    metrics = admin_metrics(net.directory / "intercept" / "state" / "admin.sock")
     assert 'linewarden_refused_destinations_total{reason="loopback"}' in metrics
 
 
 def test_disclosure_is_in_the_ledger(net: Net) -> None:
     result = subprocess.run([str(LINEWARDEN), "audit", "subscriber", MSISDN_1, "--json",
-                             "--config", str(net.directory / "linewarden.toml")],
+                             "--config", str(net.directory / "intercept" / "linewarden.toml")],
                             capture_output=True, text=True, cwd=net.directory, check=False)
     assert result.returncode == 0, result.stderr
     assert "billing-partner" in result.stdout and "partner.test" in result.stdout
+
+
+def test_tproxy_partner_enriched_other_not(net: Net) -> None:
+    """mode = "tproxy": the TPROXY rule delivers port-81 connections unchanged to the
+    IP_TRANSPARENT listener; the accepted socket's local address is the destination."""
+    m = marker()
+    result = net.curl(f"http://partner.test:81/{m}", "--resolve", "partner.test:81:10.99.2.2",
+                      "-H", f"X-MSISDN: {FORGED}")
+    assert result.returncode == 0, result.stderr
+    assert f"x-up-calling-line-id: {MSISDN_1}" in head_of(net, m, "10.99.2.2:81")
+    m = marker()
+    result = net.curl(f"http://other.test:81/{m}", "--resolve", "other.test:81:10.99.2.2")
+    assert result.returncode == 0, result.stderr
+    assert "x-up-calling-line-id" not in head_of(net, m, "10.99.2.2:81")
+    metrics = admin_metrics(net.directory / "tproxy" / "state" / "admin.sock")
+    assert 'linewarden_disclosures_total{claim="msisdn",partner="billing-partner"} 1.0' \
+        in metrics
