@@ -3,6 +3,7 @@ reaches the running gateway's admin API."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +43,17 @@ def _set_config(ctx: click.Context, _param: click.Parameter, value: str | None) 
         ctx.ensure_object(CliState).config_path = value
 
 
+# Appended to the help of every command that takes `config_option`, so that `--help` says
+# which commands read a config and which one they read.
+READS_CONFIG = ("Reads the config: --config FILE, else $LINEWARDEN_CONFIG, else "
+                "./linewarden.toml, else the embedded demo.")
+
+
 def config_option(func: F) -> F:
-    """`--config FILE` accepted after the subcommand too (`linewarden serve --config f`)."""
+    """`--config FILE` accepted after the subcommand too (`linewarden serve --config f`).
+
+    Apply it below the `@command` decorator: it adds `READS_CONFIG` to the help text."""
+    func.__doc__ = f"{inspect.cleandoc(func.__doc__ or '')}\n\n{READS_CONFIG}"
     option = click.option("--config", "_config", metavar="FILE", expose_value=False,
                           callback=_set_config, is_eager=True,
                           help="Config file (default: ./linewarden.toml, else the embedded "

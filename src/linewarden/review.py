@@ -8,8 +8,17 @@ reviewed for exposure).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from .policy import NV_READ, ClaimSpec, Partner, Policy, matchable_path, normalise_host
+from .policy import (
+    NV_READ,
+    ClaimSpec,
+    Partner,
+    Policy,
+    matchable_path,
+    normalise_host,
+    path_within,
+)
 
 PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
            "age_over_18": "yes/no answer", "operator": "network code (not personal)",
@@ -61,6 +70,20 @@ class Explanation:
             out.append(f"  OAuth client '{p.oauth.client_id}' (Number Verification): scopes "
                        + ", ".join(p.oauth.scopes))
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"host": self.host, "port": self.port, "path": self.path,
+                               "partner": None, "reason": self.reason, "headers": []}
+        p = self.partner
+        if p is not None:
+            doc["partner"] = {"id": p.id, "purpose": p.purpose, "privacy": privacy_level(p),
+                              "line": p.line}
+            doc["headers"] = [{"header": c.header, "claim": c.claim, "include": list(c.include),
+                               "format": c.format if "msisdn" in _carried(c) else None}
+                              for c in p.claims]
+            if p.oauth is not None:
+                doc["oauth"] = {"client_id": p.oauth.client_id, "scopes": list(p.oauth.scopes)}
+        return doc
 
 
 def explain(policy: Policy, host: str, *, path: str = "/", port: int = 80,
@@ -114,27 +137,90 @@ def _exposure_name(c: ClaimSpec) -> str:
     return c.claim + inside + fmt
 
 
+ChangeKind = Literal["added", "withdrawn", "narrowed"]
+
+
 @dataclass(frozen=True)
 class Change:
-    added: bool  # True: newly exposed; False: withdrawn
+    """One exposure that differs: newly exposed somewhere it was not, withdrawn entirely, or
+    narrowed (still given, on fewer ports or paths: less exposure, never new)."""
+
+    kind: ChangeKind
     scope: Scope
     exposure: Exposure
+    narrowed_to: tuple[Scope, ...] = ()
+
+    @property
+    def added(self) -> bool:
+        return self.kind == "added"
 
     def __str__(self) -> str:
-        host, ports, paths = self.scope
-        where = host + (f" ports {list(ports)}" if ports else "") + \
-            (f" paths {list(paths)}" if paths else "")
         partner, header, claim = self.exposure
-        verb = "+ newly exposed" if self.added else "- withdrawn   "
+        verb = {"added": "+ newly exposed", "withdrawn": "- withdrawn   ",
+                "narrowed": "- narrowed    "}[self.kind]
         carrier = "as an OAuth scope" if header == OAUTH else f"in {header}"
-        return f"{verb} {where}: {claim} {carrier} to partner '{partner}'"
+        line = f"{verb} {_where(self.scope)}: {claim} {carrier} to partner '{partner}'"
+        if self.narrowed_to:
+            line += " (now only " + "; ".join(_where(s) for s in self.narrowed_to) + ")"
+        return line
+
+    def to_json(self) -> dict[str, Any]:
+        host, ports, paths = self.scope
+        partner, header, claim = self.exposure
+        out: dict[str, Any] = {"change": self.kind, "host": host, "ports": list(ports),
+                               "paths": list(paths), "partner": partner, "claim": claim,
+                               "header": None if header == OAUTH else header,
+                               "oauth_scope": header == OAUTH}
+        if self.kind == "narrowed":
+            out["now"] = [{"host": h, "ports": list(po), "paths": list(pa)}
+                          for h, po, pa in self.narrowed_to]
+        return out
+
+
+def _where(scope: Scope) -> str:
+    host, ports, paths = scope
+    return host + (f" ports {list(ports)}" if ports else "") + \
+        (f" paths {list(paths)}" if paths else "")
+
+
+def _covers(wide: Scope, narrow: Scope) -> bool:
+    """Every request `narrow` discloses to, `wide` discloses to as well (same host pattern;
+    no ports or paths means all of them)."""
+    if wide[0] != narrow[0]:
+        return False
+    wide_ports, narrow_ports = wide[1], narrow[1]
+    if wide_ports and (not narrow_ports or not set(narrow_ports) <= set(wide_ports)):
+        return False
+    wide_paths, narrow_paths = wide[2], narrow[2]
+    if not wide_paths:
+        return True
+    return bool(narrow_paths) and all(
+        any(path_within(path, prefix) for prefix in wide_paths) for path in narrow_paths)
 
 
 def diff(old: Policy, new: Policy, now: float) -> list[Change]:
-    before, after = exposures(old, now), exposures(new, now)
+    """What NEW discloses that OLD did not ("added"), and what it no longer discloses
+    ("withdrawn", or "narrowed" when the same claim stays on a part of the old scope).
+    An exposure counts as added only where no old scope of the same claim covered it."""
+    before, after = _by_exposure(exposures(old, now)), _by_exposure(exposures(new, now))
     changes: list[Change] = []
-    for scope in sorted(set(before) | set(after)):
-        was, now_set = before.get(scope, set()), after.get(scope, set())
-        changes += [Change(True, scope, e) for e in sorted(now_set - was)]
-        changes += [Change(False, scope, e) for e in sorted(was - now_set)]
-    return changes
+    for exposure in sorted(set(before) | set(after)):
+        was, is_now = before.get(exposure, []), after.get(exposure, [])
+        for scope in is_now:
+            if not any(_covers(old_scope, scope) for old_scope in was):
+                changes.append(Change("added", scope, exposure))
+        for scope in was:
+            if any(_covers(new_scope, scope) for new_scope in is_now):
+                continue
+            inside = tuple(s for s in is_now if _covers(scope, s))
+            changes.append(Change("narrowed" if inside else "withdrawn", scope, exposure,
+                                  inside))
+    return sorted(changes, key=lambda c: (c.scope, c.kind != "added", c.exposure))
+
+
+def _by_exposure(scoped: dict[Scope, set[Exposure]]) -> dict[Exposure, list[Scope]]:
+    out: dict[Exposure, list[Scope]] = {}
+    for scope in sorted(scoped):
+        for exposure in scoped[scope]:
+            out.setdefault(exposure, []).append(scope)
+    return out

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
+
+from linewarden.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -101,16 +107,134 @@ def test_diff_exits_3_on_new_exposure_and_lists_it() -> None:
     assert "- withdrawn    verify.agegate.example.net: pseudonym" in out
 
 
-def test_diff_exits_0_when_only_withdrawing() -> None:
+def test_diff_back_to_v1_reports_the_narrowing_as_narrowed() -> None:
     result = run("policy", "diff", str(EXAMPLES / "partners-v2.toml"),
                  str(EXAMPLES / "partners.toml"))
-    # v1 re-adds the age-gate pseudonym that v2 dropped: that is new exposure relative to v2.
+    # v1 re-adds the age-gate pseudonym that v2 dropped: the one new exposure (exit 3). The
+    # shop's number going back from the whole site to /checkout is narrowing, not new.
     assert result.returncode == 3
-    assert "+ newly exposed verify.agegate.example.net: pseudonym" in result.stdout
+    out = result.stdout
+    assert "+ newly exposed verify.agegate.example.net: pseudonym" in out
+    assert "- narrowed     pay.shop.example.com: msisdn:e164 in x-up-calling-line-id to " \
+           "partner 'shop-billing' (now only pay.shop.example.com paths ['/checkout'])" in out
+    assert "+ newly exposed pay.shop" not in out
+    assert "1 newly exposed, 2 withdrawn, 1 narrowed" in out
     same = run("policy", "diff", str(EXAMPLES / "partners.toml"),
                str(EXAMPLES / "partners.toml"))
     assert same.returncode == 0
-    assert "0 newly exposed, 0 withdrawn" in same.stdout
+    assert "0 newly exposed, 0 withdrawn, 0 narrowed" in same.stdout
+
+
+SHOP = """
+[[partners]]
+id = "shop"
+purpose = "billing"
+hosts = ["pay.shop.example.com"]
+allow_raw_msisdn = true
+{scope}
+[partners.headers]
+X-Up-Calling-Line-Id = "msisdn"
+"""
+
+
+@pytest.mark.parametrize(("wide", "narrow"), [
+    ("", 'paths = ["/checkout"]'),
+    ('paths = ["/checkout"]', 'paths = ["/checkout/card"]'),
+    ("", "ports = [443]"),
+    ("ports = [80, 443]", 'ports = [443]\npaths = ["/checkout"]'),
+])
+def test_diff_narrowing_is_not_new_exposure(tmp_path: Path, wide: str, narrow: str) -> None:
+    old, new = tmp_path / "old.toml", tmp_path / "new.toml"
+    old.write_text(SHOP.format(scope=wide))
+    new.write_text(SHOP.format(scope=narrow))
+    narrowed = run("policy", "diff", str(old), str(new))
+    assert narrowed.returncode == 0, narrowed.stdout
+    assert "0 newly exposed, 0 withdrawn, 1 narrowed" in narrowed.stdout
+    widened = run("policy", "diff", str(new), str(old))
+    assert widened.returncode == 3, widened.stdout  # the old scope is still inside the new
+    assert "1 newly exposed, 0 withdrawn, 0 narrowed" in widened.stdout
+
+
+def test_diff_a_sibling_path_is_new_exposure(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.toml", tmp_path / "new.toml"
+    old.write_text(SHOP.format(scope='paths = ["/checkout"]'))
+    new.write_text(SHOP.format(scope='paths = ["/checkoutx"]'))  # not under /checkout
+    result = run("policy", "diff", str(old), str(new))
+    assert result.returncode == 3
+    assert "1 newly exposed, 1 withdrawn, 0 narrowed" in result.stdout
+
+
+def test_check_explain_diff_json() -> None:
+    good = run("policy", "check", str(EXAMPLES / "partners.toml"), "--json")
+    assert good.returncode == 0
+    doc = json.loads(good.stdout)
+    assert doc["ok"] is True and doc["partners"] == 3 and doc["raw_number_partners"] == 1
+    bad = run("policy", "check", str(EXAMPLES / "bad-partners.toml"), "--json")
+    assert bad.returncode == 1
+    findings = json.loads(bad.stdout)["findings"]
+    assert {"level": "error", "file": str(EXAMPLES / "bad-partners.toml"), "line": 6,
+            "partner": "everyone", "message": "host '*' matches every site",
+            "fix": "list the partner's exact host names"} in findings
+    explained = json.loads(run("policy", "explain", str(EXAMPLES / "partners.toml"), "--host",
+                               "pay.shop.example.com", "--path", "/checkout",
+                               "--json").stdout)
+    assert explained["partner"]["id"] == "shop-billing"
+    assert explained["partner"]["privacy"] == "raw number"
+    assert explained["headers"] == [{"header": "X-Up-Calling-Line-Id", "claim": "msisdn",
+                                     "include": [], "format": "e164"}]
+    nobody = json.loads(run("policy", "explain", str(EXAMPLES / "partners.toml"), "--host",
+                            "example.org", "--json").stdout)
+    assert nobody["partner"] is None and nobody["reason"] == "no host pattern matches"
+    diffed = run("policy", "diff", str(EXAMPLES / "partners-v2.toml"),
+                 str(EXAMPLES / "partners.toml"), "--json")
+    assert diffed.returncode == 3
+    doc = json.loads(diffed.stdout)
+    assert (doc["newly_exposed"], doc["withdrawn"], doc["narrowed"]) == (1, 2, 1)
+    narrowed = [c for c in doc["changes"] if c["change"] == "narrowed"]
+    assert narrowed == [{"change": "narrowed", "host": "pay.shop.example.com", "ports": [],
+                         "paths": [], "partner": "shop-billing", "claim": "msisdn:e164",
+                         "header": "x-up-calling-line-id", "oauth_scope": False,
+                         "now": [{"host": "pay.shop.example.com", "ports": [],
+                                  "paths": ["/checkout"]}]}]
+
+
+@pytest.mark.parametrize("host", ["http://pay.shop.example.com/checkout",
+                                  "https://pay.shop.example.com", "pay.shop.example.com/x"])
+def test_explain_refuses_a_url_for_host(host: str) -> None:
+    result = run("policy", "explain", str(EXAMPLES / "partners.toml"), "--host", host)
+    assert result.returncode == 2
+    assert "give a host name, not a URL (e.g. --host pay.shop.example.com" in result.stderr
+    assert result.stdout == ""
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()
+              ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+CONFIG_FREE = {("policy", "check"), ("policy", "explain"), ("policy", "diff"), ("checker",),
+               ("scan",)}
+
+
+def test_every_command_says_whether_it_reads_the_config() -> None:
+    seen = set()
+    for path, command in _commands(cli_main):
+        text = CliRunner().invoke(cli_main, [*path, "--help"], terminal_width=200).output
+        takes_config = any(p.name == "_config" for p in command.params)
+        assert takes_config == (path not in CONFIG_FREE), path
+        if takes_config:
+            assert "Reads the config: --config FILE" in text, path
+        else:
+            assert "Reads the config:" not in text, path
+        seen.add(path)
+    assert seen >= CONFIG_FREE and len(seen) > 20
+    for path in [("policy", "check"), ("policy", "explain"), ("policy", "diff")]:
+        text = CliRunner().invoke(cli_main, [*path, "--help"], terminal_width=200).output
+        assert "not the --config" in text, path
 
 
 def test_diff_with_invalid_file_exits_1() -> None:

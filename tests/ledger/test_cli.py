@@ -181,6 +181,14 @@ def test_incident_and_stats(filled: Path) -> None:
     assert invoke(filled, "incident", "--since", "yesterday", "--until", "now").exit_code == 2
 
 
+def test_incident_until_defaults_to_now(filled: Path) -> None:
+    explicit = json.loads(invoke(filled, "incident", "--since", "1d", "--until", "now",
+                                 "--json").output)
+    default = invoke(filled, "incident", "--since", "1d", "--json")
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.output)["disclosures"] == explicit["disclosures"] == 6
+
+
 def test_verify_passes_then_names_the_edited_row(filled: Path) -> None:
     ok = invoke(filled, "verify")
     assert ok.exit_code == 0 and "OK: the chain is intact" in ok.output

@@ -116,7 +116,8 @@ def subscriber(ctx: click.Context, msisdn: str, region: str | None, since: str |
 
 @audit.command()
 @click.option("--since", metavar="T", required=True, help="Window start (inclusive).")
-@click.option("--until", metavar="T", required=True, help="Window end (exclusive).")
+@click.option("--until", metavar="T", default="now", show_default=True,
+              help="Window end (exclusive).")
 @click.option("--host", "host_pattern", metavar="PATTERN",
               help="Only hosts matching this glob, e.g. '*.example.com'.")
 @_output_options
