@@ -76,6 +76,8 @@ class OAuthClientModel(BaseModel):
 class PartnerModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
+    # What subscribers read on /me ("Acme Games"); the id when empty.
+    display_name: str = Field(default="", max_length=80)
     purpose: str
     hosts: list[str] = Field(min_length=1)
     paths: list[str] = []
@@ -131,6 +133,12 @@ class Partner:
     claims: tuple[ClaimSpec, ...]
     line: int | None = None
     oauth: OAuthClientModel | None = None
+    display_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """The partner as subscribers read it: its display_name, else its id."""
+        return self.display_name or self.id
 
     @property
     def expires_at(self) -> float | None:
@@ -378,6 +386,7 @@ def _partner(index: int, m: PartnerModel, smap: SourceMap) -> Partner:
         expires=m.expires, allow_raw_msisdn=m.allow_raw_msisdn,
         claims=tuple(_claim_spec(h, v) for h, v in m.headers.items()),
         line=smap.line_of(("partners", index)), oauth=m.oauth,
+        display_name=" ".join(m.display_name.split()),
     )
 
 

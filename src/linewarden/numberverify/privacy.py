@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from ..bindings import OPT_OUT_ALL, Binding
 from ..claims import subscriber_key
 from ..identifiers import mask_msisdn
-from ..ledger.reports import CLAIM_WORDS, SubscriberReport, iso, subscriber_report
+from ..ledger.reports import CLAIM_WORDS, SubscriberReport, subscriber_report
 from .api import MAX_BODY, NumberVerification
 from .optout import OptOutError
 
@@ -58,11 +58,17 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
-STYLE = ("body{font-family:sans-serif;max-width:52rem;margin:1rem auto;padding:0 1rem;"
-         "line-height:1.4}table{border-collapse:collapse;width:100%}td,th{border:1px solid "
-         "#999;padding:.3rem;text-align:left;vertical-align:top}.note{background:#eef;"
-         "padding:.5rem}.stopped{color:#a00}form{display:inline}.wide{overflow-x:auto}"
-         "td{overflow-wrap:anywhere}")
+# Readable on a 360 px phone (issue 19): one column of cards, no table to scroll sideways,
+# long host names wrapped anywhere, buttons large enough to tap (WCAG 2.5.8: 24 px).
+STYLE = ("*{box-sizing:border-box}body{font-family:sans-serif;max-width:52rem;margin:1rem auto;"
+         "padding:0 1rem;line-height:1.45;overflow-wrap:anywhere}h1{font-size:1.6rem}"
+         "h2{font-size:1.25rem;margin-top:1.5rem}.note{background:#eef;padding:.5rem}"
+         ".stopped{color:#a00}form{display:inline}"
+         "button{font:inherit;min-height:2.25rem;padding:.3rem .7rem;margin:.2rem 0}"
+         ".entries,.partners{list-style:none;padding:0;margin:0}"
+         ".entry,.partners li{border:1px solid #bbb;border-radius:.4rem;padding:.6rem .8rem;"
+         "margin:.6rem 0}.entry h3{font-size:1.1rem;margin:0 0 .2rem}"
+         ".entry p{margin:.2rem 0}.site{font-family:monospace;color:#333}.when{color:#444}")
 
 
 @dataclass
@@ -168,17 +174,17 @@ class PrivacyPage:
             parts.append('<p id="nothing">No website or service has received your '
                          "identity from this network.</p>")
         else:
-            rows = "".join(
-                f"<tr><td>{escape(e.partner_id)}</td>"
-                f"<td>{escape(PURPOSE_WORDS.get(e.purpose, e.purpose))}</td>"
-                f"<td>{escape(e.host)}</td>"
-                f"<td>{escape('; '.join(WORDS.get(c, c) for c in e.claims))}</td>"
-                f"<td>{iso(e.first_us)}</td><td>{iso(e.last_us)}</td><td>{e.count}</td></tr>"
+            names = {p.id: p.name for p in self.nv.policy().partners}
+            now = self.nv.clock()
+            cards = "".join(
+                f'<li class="entry"><h3>{escape(names.get(e.partner_id, e.partner_id))}</h3>'
+                f'<p class="site">{escape(e.host)}</p>'
+                f"<p>For {escape(PURPOSE_WORDS.get(e.purpose, e.purpose))}, it received "
+                f"{escape('; '.join(WORDS.get(c, c) for c in e.claims))}.</p>"
+                f'<p class="when">{escape(_when(e.first_us, e.last_us, e.count, now))}</p>'
+                "</li>"
                 for e in report.entries[:MAX_ROWS])
-            parts.append('<div class="wide"><table id="report"><tr><th>Partner</th>'
-                         "<th>Purpose</th><th>Website</th><th>What it received</th>"
-                         "<th>First time</th><th>Last time</th><th>How often</th></tr>"
-                         f"{rows}</table></div>")
+            parts.append(f'<ul class="entries" id="report">{cards}</ul>')
         if report is not None:
             parts.append(_accesses_html(report))
         parts.append("<h2>Stop sharing</h2>")
@@ -195,10 +201,10 @@ class PrivacyPage:
                          else "allowed")
                 button = _form(token, p.id, "allow" if stopped else "stop",
                                "Allow again" if stopped else "Stop sharing")
-                items.append(f'<li id="partner-{escape(p.id)}">{escape(p.id)} '
+                items.append(f'<li id="partner-{escape(p.id)}">{escape(p.name)} '
                              f"({escape(PURPOSE_WORDS.get(p.purpose, p.purpose))}): "
                              f"{state} {button}</li>")
-            parts.append(f"<ul>{''.join(items)}</ul>"
+            parts.append(f"<ul class=\"partners\">{''.join(items)}</ul>"
                          + _form(token, OPT_OUT_ALL, "stop", "Stop sharing with everyone"))
         return _document("Your privacy", "".join(parts))
 
@@ -207,6 +213,25 @@ def _day(time_us: int) -> str:
     """`5 Dec 2026, 19:40 UTC`: a date a subscriber reads at a glance."""
     moment = datetime.fromtimestamp(time_us / 1_000_000, tz=UTC)
     return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+def _when(first_us: int, last_us: int, count: int, now: float) -> str:
+    """`3 times, first on 5 Dec 2026, 09:12 UTC, last today at 19:40 UTC`: how often and
+    when, as a person says it; UTC named, since the page cannot know the phone's zone."""
+    first, last = _moment(first_us, now), _moment(last_us, now)
+    if count == 1:
+        return f"Once, {first}."
+    return f"{count} times, first {first}, last {last}."
+
+
+def _moment(time_us: int, now: float) -> str:
+    moment = datetime.fromtimestamp(time_us / 1_000_000, tz=UTC)
+    today = datetime.fromtimestamp(now, tz=UTC).date()
+    if moment.date() == today:
+        return f"today at {moment:%H:%M} UTC"
+    if (today - moment.date()).days == 1:
+        return f"yesterday at {moment:%H:%M} UTC"
+    return f"on {_day(time_us)}"
 
 
 def _accesses_html(report: SubscriberReport) -> str:
