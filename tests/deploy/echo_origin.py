@@ -26,7 +26,7 @@ def serve(conn: socket.socket, log: str, here: str) -> None:
 
 def main() -> None:
     host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(64)

@@ -32,7 +32,8 @@ def run(*cmd: str, ns: str | None = None, check: bool = True,
 @dataclass
 class Lab:
     """Three namespaces: subscriber --veth-- gateway --veth-- origin. Addresses:
-    subscriber 10.99.1.2, gateway 10.99.1.1 and 10.99.2.1, origin 10.99.2.2 and 10.99.2.3."""
+    subscriber 10.99.1.2 / fd99:1::2, gateway 10.99.1.1 and 10.99.2.1 / fd99:1::1 and
+    fd99:2::1, origin 10.99.2.2 and 10.99.2.3 / fd99:2::2."""
 
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
     made: list[str] = field(default_factory=list)
@@ -69,6 +70,16 @@ class Lab:
         run("ip", "route", "add", "default", "via", "10.99.1.1", ns=self.sub)
         run("ip", "route", "add", "default", "via", "10.99.2.1", ns=self.org)
         run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.gw)
+        # IPv6 beside: fd99:1::/64 subscriber side, fd99:2::/64 origin side (nodad: usable
+        # at once, no duplicate-address-detection wait).
+        for ns, dev, addr in ((self.sub, f"lws{s}", "fd99:1::2/64"),
+                              (self.gw, f"lwg{s}", "fd99:1::1/64"),
+                              (self.gw, f"lwh{s}", "fd99:2::1/64"),
+                              (self.org, f"lwo{s}", "fd99:2::2/64")):
+            run("ip", "-6", "addr", "add", addr, "dev", dev, "nodad", ns=ns)
+        run("ip", "-6", "route", "add", "default", "via", "fd99:1::1", ns=self.sub)
+        run("ip", "-6", "route", "add", "default", "via", "fd99:2::1", ns=self.org)
+        run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=self.gw)
 
     def nft(self, ruleset: str) -> None:
         run("nft", "-f", "-", ns=self.gw, stdin=ruleset)

@@ -21,6 +21,12 @@ from lwtest import DEFAULT_PARTNERS, LINEWARDEN, MSISDN_1, admin_metrics, stop_p
 HERE = Path(__file__).resolve().parent
 FORGED = "447400900999"
 NFT_RULES = """
+table ip6 lwtest6 {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "lwg%(s)s" tcp dport 80 redirect to :3131
+  }
+}
 table ip lwtest {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
@@ -42,16 +48,17 @@ table ip lwtproxy {
 """
 
 
-def gateway_config(directory: Path, mode: str, port: int, web: int) -> str:
+def gateway_config(directory: Path, mode: str, listen: str, web: int,
+                   origin: str = "10.99.2.2") -> str:
     return f"""
 state_dir = "{directory}/state"
 [proxy]
-listen = "0.0.0.0:{port}"
+listen = "{listen}"
 mode = "{mode}"
-instance_id = "{mode}-test"
+instance_id = "{directory.name}-test"
 [proxy.resolve]
-"partner.test" = "10.99.2.2"
-"other.test" = "10.99.2.2"
+"partner.test" = "{origin}"
+"other.test" = "{origin}"
 [identity]
 operator = "234-10"
 pseudonym_secret = "test-pseudonym-secret"
@@ -60,6 +67,9 @@ ip = "10.99.1.2"
 msisdn = "{MSISDN_1}"
 [[bindings]]
 ip = "127.0.0.1"
+msisdn = "{MSISDN_1}"
+[[bindings]]
+ip = "fd99:1::2"
 msisdn = "{MSISDN_1}"
 [ledger]
 url = "sqlite:///{directory}/state/ledger.db"
@@ -119,18 +129,22 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             if not exc.by_kernel():
                 raise  # our ruleset or command is wrong: a failure, not a skip
             pytest.skip(f"the kernel refused the namespace lab: {exc}")
-        for host, port in (("10.99.2.2", "80"), ("10.99.2.3", "80"), ("10.99.2.2", "81")):
+        for host, port in (("10.99.2.2", "80"), ("10.99.2.3", "80"), ("10.99.2.2", "81"),
+                           ("fd99:2::2", "80")):
             n.spawn(lab.org, sys.executable, str(HERE / "echo_origin.py"), host, port,
                     str(n.log), ready="ready", name=f"origin-{host}-{port}")
         # A service on the gateway host's loopback: interception must not reach it.
         n.spawn(lab.gw, sys.executable, str(HERE / "echo_origin.py"), "127.0.0.2", "80",
                 str(n.log), ready="ready", name="loopback-service")
-        for mode, port, web in (("intercept", 3129, 8080), ("tproxy", 3130, 8081)):
-            config = directory / mode / "linewarden.toml"
+        for name, mode, listen, web, origin in (
+                ("intercept", "intercept", "0.0.0.0:3129", 8080, "10.99.2.2"),
+                ("tproxy", "tproxy", "0.0.0.0:3130", 8081, "10.99.2.2"),
+                ("intercept6", "intercept", "[::]:3131", 8082, "fd99:2::2")):
+            config = directory / name / "linewarden.toml"
             config.parent.mkdir()
-            config.write_text(gateway_config(directory / mode, mode, port, web))
+            config.write_text(gateway_config(directory / name, mode, listen, web, origin))
             n.spawn(lab.gw, str(LINEWARDEN), "serve", "--config", str(config), ready="proxy",
-                    name=f"gateway-{mode}")
+                    name=f"gateway-{name}")
         yield n
     finally:
         for proc in reversed(n.procs):
@@ -223,3 +237,18 @@ def test_tproxy_partner_enriched_other_not(net: Net) -> None:
     metrics = admin_metrics(net.directory / "tproxy" / "state" / "admin.sock")
     assert 'linewarden_disclosures_total{claim="msisdn",partner="billing-partner"} 1.0' \
         in metrics
+
+
+def test_ipv6_intercept_reads_the_original_destination(net: Net) -> None:
+    """IP6T_SO_ORIGINAL_DST: an nftables ip6 REDIRECT to a [::] listener."""
+    m = marker()
+    result = net.curl(f"http://partner.test/{m}", "--resolve", "partner.test:80:[fd99:2::2]",
+                      "-H", f"X-MSISDN: {FORGED}")
+    assert result.returncode == 0, result.stderr
+    assert f"x-up-calling-line-id: {MSISDN_1}" in head_of(net, m, "fd99:2::2:80")
+    m = marker()
+    result = net.curl(f"http://other.test/{m}", "--resolve", "other.test:80:[fd99:2::2]")
+    assert result.returncode == 0, result.stderr
+    assert "x-up-calling-line-id" not in head_of(net, m, "fd99:2::2:80")
+    metrics = admin_metrics(net.directory / "intercept6" / "state" / "admin.sock")
+    assert 'linewarden_intercepted_requests_total{result="host-matches"} 1.0' in metrics

@@ -144,7 +144,12 @@ class InterceptConnection(ClientConnection):
         decision = exchange.decision
         assert decision is not None
         metrics = self.gw.metrics
-        if await self._host_reaches(destination, original):
+        try:
+            reaches = await self._host_reaches(destination, original)
+        except Exception:  # a bug must not leave the client waiting, nor let identity out
+            log.exception("host check failed; forwarding without identity")
+            reaches = False
+        if reaches:
             metrics.count(metrics.intercepted, "host-matches")
         else:
             metrics.count(metrics.intercepted, "host-mismatch")
