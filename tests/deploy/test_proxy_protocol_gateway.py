@@ -101,6 +101,15 @@ def test_trusted_peer_without_valid_header_is_closed(gw: Gateway, origin: Origin
     assert origin.with_marker(m) == []
 
 
+def test_trusted_peer_that_stalls_mid_header_is_closed_unanswered(
+        gateway_factory: Callable[..., Gateway]) -> None:
+    gw = gateway_factory(proxy_extra=f'trusted_proxies = ["{BALANCER}/32"]\n'
+                                     "header_timeout = 0.5")
+    answer = raw_exchange(gw.proxy_port, b"PROXY TCP4 127.0.0.2", source=BALANCER)
+    assert answer == b""  # no 408 for the balancer to pass on
+    assert 'linewarden_proxy_protocol_headers_total{result="timeout"} 1.0' in gw.metrics()
+
+
 @pytest.mark.parametrize("header", [
     b"PROXY TCP4 127.0.0.2 127.0.0.1 50000 3128\r\n",
     v2_header("127.0.0.2", 50000, "127.0.0.1", 3128),

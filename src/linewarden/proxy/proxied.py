@@ -55,6 +55,17 @@ class ProxiedConnection(ClientConnection):
         if self.client_ip in self.trusted:
             self.preamble = b""
 
+    def check_timeouts(self, now: float) -> None:
+        # A header still incomplete after header_timeout: closed unanswered like any other
+        # broken header (a 408 would go to the balancer, which may hand it to a subscriber).
+        if self.preamble is not None and self.head_since is not None and \
+                now - self.head_since > self.gw.header_timeout:
+            metrics = self.gw.metrics
+            metrics.count(metrics.proxy_headers, "timeout")
+            self.abort()
+            return
+        super().check_timeouts(now)
+
     def data_received(self, data: bytes) -> None:
         if self.preamble is None:
             super().data_received(data)
