@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the suite drives for real (curl as the client, nginx as origin, wrk for load).
+# Debian packages the suite drives for real (curl as the client, nginx as origin, wrk for load;
+# haproxy in front with PROXY protocol, promtool from prometheus, nft for the interception lab).
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
