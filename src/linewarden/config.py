@@ -175,6 +175,11 @@ class LedgerSection(_Section):
     checkpoint_seconds: float = Field(default=60.0, gt=0)  # ...or every S seconds
     signing_key_file: str = ""  # Ed25519 PEM; default <state_dir>/ledger-signing.pem
     trusted_keys: list[str] = []  # base64 public keys of other instances' checkpoints
+    # Journal-first ledger (ledger/journal.py): a directory (relative to the config) for
+    # the durable journal; the url's store becomes the index. Empty: rows are committed
+    # to the store directly, one transaction per batch (ledger/writer.py).
+    journal: str = ""
+    journal_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
 
 
 class StoreSection(_Section):

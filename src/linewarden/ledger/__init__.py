@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 SIGNING_KEY_NAME = "ledger-signing.pem"  # in the state dir unless [ledger] signing_key_file
 
-__all__ = ["SIGNING_KEY_NAME", "Ledger", "access_log_from_config", "ledger_from_config",
-           "open_ledger", "open_store", "redact_url", "signer_from_config",
-           "trusted_keys_from_config"]
+__all__ = ["SIGNING_KEY_NAME", "Ledger", "access_log_from_config", "journal_dir",
+           "ledger_from_config", "open_ledger", "open_store", "open_with_tail", "redact_url",
+           "signer_from_config", "trusted_keys_from_config"]
 
 
 class Recorder(Protocol):
@@ -75,11 +75,13 @@ def open_store(url: str, *, base: Path | None = None, must_exist: bool = False) 
 def open_ledger(url: str, *, key: bytes, instance_id: str, base: Path | None = None,
                 signing_key_file: Path | None = None,
                 after_open: Callable[[Store], None] | None = None,
-                **options: Any) -> LedgerWriter:
+                journal: Path | None = None, **options: Any) -> LedgerWriter:
     """The writer for one gateway instance. `options` go to `LedgerWriter` (queue_max,
     batch_max, commit_bound, ...). The signing key defaults to
     `<base>/.linewarden/ledger-signing.pem`, generated on first use. `after_open` runs at
-    every (re)connection (the secrets agreement check, secrets.py)."""
+    every (re)connection (the secrets agreement check, secrets.py). With `journal` (a
+    directory, relative to `base`), the journal-first writer (journal_writer.py): rows
+    are durable in the journal, and the url's store is their index."""
     from .chain import Signer
     from .writer import LedgerWriter
 
@@ -93,6 +95,11 @@ def open_ledger(url: str, *, key: bytes, instance_id: str, base: Path | None = N
     store = open_store(url, base=base)
     store.after_open = after_open
     signer = Signer.load_or_create(signing_key_file or base / ".linewarden" / SIGNING_KEY_NAME)
+    if journal is not None:
+        from .journal_writer import JournalWriter
+
+        return JournalWriter(lambda: _fresh(store), instance_id, base / journal,
+                             signer=signer, **options)
     return LedgerWriter(lambda: _fresh(store), instance_id, signer=signer, **options)
 
 
@@ -112,6 +119,11 @@ def ledger_from_config(config: Config, secrets: Secrets | None = None) -> Ledger
 
     section = config.ledger
     policy = CheckpointPolicy()
+    journal = journal_dir(config)
+    extra: dict[str, Any] = {}
+    if journal is not None:
+        extra = {"journal": journal,
+                 "segment_bytes": int(section.journal_segment_bytes)}
     return open_ledger(
         section.url, key=config.ledger_key(), instance_id=config.proxy.instance_id,
         base=config.base, signing_key_file=_signing_key_path(config),
@@ -120,7 +132,24 @@ def ledger_from_config(config: Config, secrets: Secrets | None = None) -> Ledger
         batch_max=int(getattr(section, "batch_max", BATCH_MAX)),
         checkpoints=CheckpointPolicy(
             every_rows=int(getattr(section, "checkpoint_every", policy.every_rows)),
-            every_seconds=float(getattr(section, "checkpoint_seconds", policy.every_seconds))))
+            every_seconds=float(getattr(section, "checkpoint_seconds", policy.every_seconds))),
+        **extra)
+
+
+def journal_dir(config: Config) -> Path | None:
+    """The journal-first ledger's directory, or None when rows go to the store directly."""
+    name = str(getattr(config.ledger, "journal", "") or "")
+    return config.resolve_path(name) if name else None
+
+
+def open_with_tail(store: Store, journal: Path | None) -> Store:
+    """`store`, opened, seeing the journal's not-yet-indexed rows too (reports)."""
+    store.open()
+    if journal is not None:
+        from .journal import unindexed
+
+        store.attach_tail(unindexed(journal, store.head))
+    return store
 
 
 def access_log_from_config(config: Config) -> AccessLog:

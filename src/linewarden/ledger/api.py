@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..claims import subscriber_key
-from . import open_store, trusted_keys_from_config
+from . import journal_dir, open_store, open_with_tail, trusted_keys_from_config
 from .reports import (
     Report,
     ReportError,
@@ -55,19 +56,20 @@ class AuditSource:
     new_store: Callable[[], Store]
     ledger_key: bytes
     trusted_keys: Callable[[], dict[str, Ed25519PublicKey]]
+    journal: Path | None = None  # journal-first ledger: reports add its unindexed tail
 
     @classmethod
     def from_config(cls, config: Config) -> AuditSource:
         url, base = config.ledger.url, config.base
         return cls(lambda: open_store(url, base=base), config.ledger_key(),
-                   lambda: trusted_keys_from_config(config))
+                   lambda: trusted_keys_from_config(config), journal_dir(config))
 
 
 def audit_routes(source: Config | AuditSource) -> list[Route]:
     src = source if isinstance(source, AuditSource) else AuditSource.from_config(source)
 
     def run(make: Callable[[Store], Report]) -> Report:
-        store = src.new_store().open()
+        store = open_with_tail(src.new_store(), src.journal)
         try:
             return make(store)
         finally:
@@ -137,7 +139,7 @@ def audit_routes(source: Config | AuditSource) -> list[Route]:
 
     async def verify(request: Request) -> Response:
         trusted = await run_in_threadpool(src.trusted_keys)
-        return await respond(request, lambda s: verify_ledger(s, trusted))
+        return await respond(request, lambda s: verify_ledger(s, trusted, src.journal))
 
     return [
         Route(f"{PREFIX}/subscriber", subscriber, methods=["GET", "POST"]),

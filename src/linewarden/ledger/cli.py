@@ -17,7 +17,13 @@ import click
 from ..claims import subscriber_key
 from ..cli_support import config_option, fail, get_config
 from ..config import Config
-from . import open_store, signer_from_config, trusted_keys_from_config
+from . import (
+    journal_dir,
+    open_store,
+    open_with_tail,
+    signer_from_config,
+    trusted_keys_from_config,
+)
 from .chain import public_key_text
 from .migrations import SchemaError
 from .reports import (
@@ -61,7 +67,8 @@ def _emit(report: Report, as_json: bool, as_csv: bool, label: str = "") -> None:
 def _store(config: Config) -> Iterator[Store]:
     """The configured ledger, opened for reading (and migrated if it is older)."""
     try:
-        store = open_store(config.ledger.url, base=config.base, must_exist=True).open()
+        store = open_with_tail(open_store(config.ledger.url, base=config.base,
+                                          must_exist=True), journal_dir(config))
     except FileNotFoundError as exc:
         fail(f"{exc} (has the gateway run with this config?)")
     except SchemaError as exc:
@@ -160,7 +167,7 @@ def verify(ctx: click.Context, as_json: bool, as_csv: bool) -> None:
     config = get_config(ctx)
     trusted = trusted_keys_from_config(config)
     with _store(config) as store:
-        report = verify_ledger(store, trusted)
+        report = verify_ledger(store, trusted, journal_dir(config))
     _emit(report, as_json, as_csv)
     if not report.ok:
         ctx.exit(1)

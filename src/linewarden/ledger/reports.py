@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
@@ -36,6 +37,8 @@ from .chain import (
     trusted_checkpoints,
     verify_instance,
 )
+from .journal import instances as journal_instances
+from .journal import verify_journal
 from .store import Store
 
 if TYPE_CHECKING:
@@ -194,10 +197,11 @@ class SubscriberReport:
 # Answered from the index (subscriber_key, partner_id, purpose, host, claims, time_us)
 # alone (schema v2): one range scan of this subscriber's entries, already in GROUP BY
 # order, no table page read. The time window is checked on the index entries.
-SUBSCRIBER_SQL = (
+SUBSCRIBER_SQL_FROM = (
     "SELECT partner_id, purpose, host, claims, MIN(time_us), MAX(time_us), COUNT(*) "
-    "FROM disclosures WHERE subscriber_key = ? AND time_us >= ? AND time_us < ? "
+    "FROM {source} WHERE subscriber_key = ? AND time_us >= ? AND time_us < ? "
     "GROUP BY partner_id, purpose, host, claims")
+SUBSCRIBER_SQL = SUBSCRIBER_SQL_FROM.format(source="disclosures")
 
 
 def subscriber_report(store: Store, subscriber_key: str, since: float | None = None,
@@ -207,7 +211,8 @@ def subscriber_report(store: Store, subscriber_key: str, since: float | None = N
     An index-only scan of the covering subscriber index: cost grows with this
     subscriber's rows (about 1 µs each), not the ledger's."""
     since_us, until_us = _us(since, 0), _us(until, FOREVER_US)
-    rows = store.query(SUBSCRIBER_SQL, (bytes.fromhex(subscriber_key), since_us, until_us))
+    rows = store.query(SUBSCRIBER_SQL_FROM.format(source=store.source),
+                       (bytes.fromhex(subscriber_key), since_us, until_us))
     merged: dict[tuple[str, str, str], SubscriberEntry] = {}
     for partner_id, purpose, host, claims, first, last, count in rows:
         key = (str(partner_id), str(purpose), str(host))
@@ -269,22 +274,23 @@ def incident_report(store: Store, since: float, until: float,
         raise ReportError("--until must be later than --since")
     where = "time_us >= ? AND time_us < ?"
     params: list[Any] = [since_us, until_us]
+    src = store.source
     if host_pattern:
         where += " AND host LIKE ? ESCAPE '\\'"
         params.append(host_like(host_pattern))
 
     (total, distinct), = store.query(
-        f"SELECT COUNT(*), COUNT(DISTINCT subscriber_key) FROM disclosures WHERE {where}",
+        f"SELECT COUNT(*), COUNT(DISTINCT subscriber_key) FROM {src} WHERE {where}",
         params)
     hosts = [HostExposure(str(h), str(p), str(pu), int(n), int(s), int(a), int(b))
              for h, p, pu, n, s, a, b in store.query(
                  "SELECT host, partner_id, purpose, COUNT(*), COUNT(DISTINCT subscriber_key), "
-                 f"MIN(time_us), MAX(time_us) FROM disclosures WHERE {where} "
+                 f"MIN(time_us), MAX(time_us) FROM {src} WHERE {where} "
                  "GROUP BY host, partner_id, purpose", params)]
     by_key = {(e.host, e.partner_id, e.purpose): e for e in hosts}
     claim_names: set[str] = set()
     for h, p, pu, joined in store.query(
-            f"SELECT DISTINCT host, partner_id, purpose, claims FROM disclosures WHERE {where}",
+            f"SELECT DISTINCT host, partner_id, purpose, claims FROM {src} WHERE {where}",
             params):
         entry = by_key[(str(h), str(p), str(pu))]
         for claim in str(joined).split(","):
@@ -296,12 +302,12 @@ def incident_report(store: Store, since: float, until: float,
     for claim in sorted(claim_names):
         # Claims are stored comma-joined; ',claim,' inside ',a,b,' matches whole names.
         (n, s), = store.query(
-            "SELECT COUNT(*), COUNT(DISTINCT subscriber_key) FROM disclosures "
+            f"SELECT COUNT(*), COUNT(DISTINCT subscriber_key) FROM {src} "
             f"WHERE {where} AND (',' || claims || ',') LIKE ? ESCAPE '\\'",
             [*params, "%," + host_like(claim) + ",%"])
         claims.append(ClaimExposure(claim, int(n), int(s)))
     versions = sorted(str(v) for v, in store.query(
-        f"SELECT DISTINCT policy_version FROM disclosures WHERE {where}", params))
+        f"SELECT DISTINCT policy_version FROM {src} WHERE {where}", params))
     for e in hosts:
         e.claims.sort()
     hosts.sort(key=lambda e: (-e.subscribers, -e.disclosures, e.host, e.partner_id))
@@ -361,7 +367,7 @@ class StatsRow:
 def stats_report(store: Store, since: float | None = None,
                  until: float | None = None) -> list[StatsRow]:
     rows = store.query(
-        f"SELECT time_us / {_DAY_US} AS day, partner_id, COUNT(*) FROM disclosures "
+        f"SELECT time_us / {_DAY_US} AS day, partner_id, COUNT(*) FROM {store.source} "
         "WHERE time_us >= ? AND time_us < ? GROUP BY day, partner_id ORDER BY day, "
         "partner_id", (_us(since, 0), _us(until, FOREVER_US)))
     return [StatsRow(iso(int(day) * _DAY_US)[:10], str(p), int(n)) for day, p, n in rows]
@@ -380,8 +386,11 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_ledger(store: Store, trusted: dict[str, Ed25519PublicKey]) -> VerifyReport:
-    """Every instance's chain, in one snapshot; every break in each."""
+def verify_ledger(store: Store, trusted: dict[str, Ed25519PublicKey],
+                  journal: Path | None = None) -> VerifyReport:
+    """Every instance's chain, in one snapshot; every break in each. With `journal` (the
+    journal-first ledger's directory), each instance's journal too: its own chain, and
+    that it continues the store's at the store's head."""
     summaries: list[InstanceSummary] = []
     problems: list[Problem] = []
     latest: dict[str, dict[str, Any]] = {}
@@ -395,6 +404,14 @@ def verify_ledger(store: Store, trusted: dict[str, Ed25519PublicKey]) -> VerifyR
                 latest[instance_id] = {"kind": cp.kind, "seq": cp.seq,
                                        "row_hash": cp.row_hash.hex(), "time": iso(cp.time_us),
                                        "key_id": cp.key_id, "signature": cp.signature.hex()}
+        for instance_id, directory in (journal_instances(journal) if journal else {}).items():
+            found = verify_journal(instance_id, directory, store.head(instance_id))
+            known = next((s for s in summaries if s.instance_id == instance_id), None)
+            if known is None:
+                known = InstanceSummary(instance_id)
+                summaries.append(known)
+            known.problems += found
+            problems += found
     return VerifyReport(summaries, problems, latest)
 
 

@@ -45,8 +45,14 @@ PURGE_CHUNK_ROWS = 5_000
 FETCH_ROWS = 10_000
 
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
+_TAIL_COLUMNS = ("instance_id, seq, time_us, partner_id, purpose, host, claims, "
+                 "policy_version, subscriber_key")
 _ROW_COLUMNS = ("instance_id, seq, time_us, partner_id, purpose, host, claims, "
                 "policy_version, subscriber_key, prev_hash, row_hash")
+
+
+class ChainGap(Exception):
+    """Journal rows that do not continue the store's chain (a journal from elsewhere)."""
 
 
 def now_us() -> int:
@@ -105,6 +111,8 @@ class Store(ABC):
         # here that its secrets still agree with the ledger's reference (secrets.py), at
         # start and at every reconnection. Raises SchemaError (a subclass) to refuse.
         self.after_open: Callable[[Store], None] | None = None
+        # What reports read: the table, or the table plus the journal's unindexed tail.
+        self.source = "disclosures"
 
     # ---------------------------------------------------------------- dialect hooks
 
@@ -205,6 +213,39 @@ class Store(ABC):
             self._save_head(cur, instance_id, head)
         return seq
 
+    def index(self, instance_id: str, rows: Sequence[tuple[ChainFields, bytes, bytes]],
+              signer: Signer | None = None,
+              policy: CheckpointPolicy = DEFAULT_CHECKPOINTS) -> int:
+        """Load journal rows (fields, prev hash, row hash), already chained, in one
+        transaction; returns the store's new head seq. Idempotent by (instance, seq): rows
+        at or below the stored head are skipped, so a batch indexed twice (an indexer that
+        crashed after COMMIT, the CLI beside the gateway) adds nothing. A row that does not
+        continue the stored chain raises `ChainGap` and nothing is loaded."""
+        now = now_us()
+        with self._write() as cur:
+            head = self._lock_head(cur, instance_id, now)
+            batch: list[tuple[Any, ...]] = []
+            seq, prev = head.seq, head.row_hash
+            for fields, prev_hash, digest in rows:
+                if fields.seq <= seq:
+                    continue
+                if fields.seq != seq + 1 or prev_hash != prev:
+                    raise ChainGap(f"journal row {fields.seq} of '{instance_id}' does not "
+                                   f"continue the store's chain at seq {seq}")
+                batch.append((*fields, prev_hash, digest))
+                seq, prev = fields.seq, digest
+            if not batch:
+                return head.seq
+            self._insert_rows(cur, batch)
+            head.seq, head.row_hash = seq, prev
+            if signer is not None and (
+                    head.seq - head.checkpoint_seq >= policy.every_rows
+                    or now - head.checkpoint_us >= policy.every_seconds * 1_000_000):
+                self._write_checkpoint(cur, signer.checkpoint(instance_id, "periodic",
+                                                              seq, prev, now), head)
+            self._save_head(cur, instance_id, head)
+        return seq
+
     def checkpoint(self, instance_id: str, signer: Signer,
                    kind: CheckpointKind = "close") -> Checkpoint | None:
         """Sign the instance's current head, unless it is already signed."""
@@ -253,6 +294,24 @@ class Store(ABC):
             "seq = excluded.seq, row_hash = excluded.row_hash, "
             "checkpoint_seq = excluded.checkpoint_seq, checkpoint_us = excluded.checkpoint_us"),
             (instance_id, head.seq, head.row_hash, head.checkpoint_seq, head.checkpoint_us))
+
+    def attach_tail(self, rows: Sequence[tuple[ChainFields, bytes, bytes]]) -> None:
+        """Make reports on this connection also see journal rows not yet indexed (a temp
+        table, gone with the connection): "who received my number" is then complete even
+        while the indexer lags or the store was down."""
+        if not rows:
+            return
+        cur = self._conn.cursor()
+        try:
+            cur.execute(f"CREATE TEMP TABLE journal_tail AS SELECT {_TAIL_COLUMNS} "
+                        "FROM disclosures WHERE 1 = 0")
+            cur.executemany(self.sql(f"INSERT INTO journal_tail ({_TAIL_COLUMNS}) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                            [tuple(fields) for fields, _, _ in rows])
+        finally:
+            cur.close()
+        self.source = (f"(SELECT {_TAIL_COLUMNS} FROM disclosures UNION ALL "
+                       f"SELECT {_TAIL_COLUMNS} FROM journal_tail) AS tailed")
 
     # ---------------------------------------------------------------- retention
 

@@ -109,6 +109,10 @@ class LedgerCollector(Collector):
         yield refused
         yield GaugeMetricFamily("linewarden_ledger_queue_depth",
                                 "Records waiting for a commit", value=self.writer.queue_depth)
+        yield GaugeMetricFamily("linewarden_ledger_index_lag_records",
+                                "Durable records not yet in the query store (journal-first "
+                                "ledger; 0 when rows are committed to the store directly)",
+                                value=self.writer.index_lag)
         yield GaugeMetricFamily("linewarden_ledger_healthy",
                                 "1 while the ledger backend accepts commits",
                                 value=1 if self.writer.healthy else 0)
@@ -297,6 +301,11 @@ class LedgerWriter:
     @property
     def queue_depth(self) -> int:
         return len(self._queued)
+
+    @property
+    def index_lag(self) -> int:
+        """Committed rows not yet queryable: none, the store is the durability point."""
+        return 0
 
     def _stalled(self) -> bool:
         """A record has missed the bound during the commit in flight, or that commit has
