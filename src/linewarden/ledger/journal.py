@@ -9,8 +9,9 @@ Layout of a segment `<first seq, 20 digits>.lwj`:
 
     header   b"LWJ1" | u16 length | instance id (UTF-8)
     frames   u32 payload length | u32 CRC-32 of the payload | payload
-    payload  i64 seq | i64 time_us | 5 x (u32 length | UTF-8) partner, purpose, host,
-             claims, policy version | subscriber key (32) | prev hash (32) | row hash (32)
+    payload  i64 seq | i64 time_us | u32 n | n bytes: 5 x (u32 length | UTF-8) partner,
+             purpose, host, claims, policy version | subscriber key (32) | prev hash (32) |
+             row hash (32)
 
 The CRC finds a torn write; the chain finds everything else (chain.py's row hash covers
 the same fields as a store row, so an indexed row verifies exactly like one written
@@ -59,7 +60,7 @@ READ_CHUNK = 1024 * 1024
 FRAME_MAX = 64 * 1024
 
 _FRAME = struct.Struct(">II")
-_SEQ_TIME = struct.Struct(">qq")
+_HEAD = struct.Struct(">qqI")  # seq, time_us, length of the five strings
 _LEN = struct.Struct(">I")
 _HEADER_LEN = struct.Struct(">H")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -83,30 +84,62 @@ def _text(value: str) -> bytes:
     return _LEN.pack(len(data)) + data
 
 
+# The encoded (partner, purpose, host, claims, policy version) of recent rows, both ways:
+# a handful of combinations repeat on every row, and encoding or decoding them was half
+# the cost of a frame.
+_ENCODED: dict[tuple[str, str, str, str, str], bytes] = {}
+_DECODED: dict[bytes, tuple[str, str, str, str, str]] = {}
+_CACHE_MAX = 4_096
+
+
+def _middle(texts: tuple[str, str, str, str, str]) -> bytes:
+    data = _ENCODED.get(texts)
+    if data is None:
+        data = b"".join(map(_text, texts))
+        if len(_ENCODED) >= _CACHE_MAX:
+            _ENCODED.clear()
+        _ENCODED[texts] = data
+    return data
+
+
 def frame(fields: ChainFields, prev: bytes) -> tuple[bytes, bytes]:
     """The frame for one row and its row hash (which the next row names as `prev`)."""
     digest = row_hash(prev, fields)
-    payload = b"".join((_SEQ_TIME.pack(fields.seq, fields.time_us), _text(fields.partner_id),
-                        _text(fields.purpose), _text(fields.host), _text(fields.claims),
-                        _text(fields.policy_version), fields.subscriber_key, prev, digest))
+    middle = _middle((fields.partner_id, fields.purpose, fields.host, fields.claims,
+                      fields.policy_version))
+    payload = b"".join((_HEAD.pack(fields.seq, fields.time_us, len(middle)), middle,
+                        fields.subscriber_key, prev, digest))
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload, digest
 
 
+def _texts(middle: bytes) -> tuple[str, str, str, str, str]:
+    texts = _DECODED.get(middle)
+    if texts is None:
+        found: list[str] = []
+        at = 0
+        for _ in range(5):
+            (n,) = _LEN.unpack_from(middle, at)
+            found.append(middle[at + 4:at + 4 + n].decode())
+            at += 4 + n
+        if at != len(middle):
+            raise ValueError("frame strings have the wrong length")
+        partner, purpose, host, claims, version = found
+        texts = (partner, purpose, host, claims, version)
+        if len(_DECODED) >= _CACHE_MAX:
+            _DECODED.clear()
+        _DECODED[middle] = texts
+    return texts
+
+
 def _decode(instance_id: str, payload: bytes) -> JournalRow:
-    seq, time_us = _SEQ_TIME.unpack_from(payload, 0)
-    at = _SEQ_TIME.size
-    texts: list[str] = []
-    for _ in range(5):
-        (n,) = _LEN.unpack_from(payload, at)
-        at += 4
-        texts.append(payload[at:at + n].decode())
-        at += n
-    key, prev, digest = payload[at:at + 32], payload[at + 32:at + 64], payload[at + 64:at + 96]
-    if len(digest) != 32 or at + 96 != len(payload):
+    seq, time_us, n = _HEAD.unpack_from(payload, 0)
+    at = _HEAD.size + n
+    if at + 96 != len(payload):
         raise ValueError("frame payload has the wrong length")
-    partner, purpose, host, claims, version = texts
+    partner, purpose, host, claims, version = _texts(payload[_HEAD.size:at])
     return JournalRow(ChainFields(instance_id, seq, time_us, partner, purpose, host, claims,
-                                  version, key), prev, digest)
+                                  version, payload[at:at + 32]),
+                      payload[at + 32:at + 64], payload[at + 64:at + 96])
 
 
 def _header(instance_id: str) -> bytes:
