@@ -485,3 +485,22 @@ def test_disk_full_withholds_identity_and_traffic_flows(tmp_path: Path) -> None:
                 gateway.kill()
             origin.close()
     assert HEADER
+
+
+def test_a_store_that_refuses_this_instance_is_fatal_at_start(tmp_path: Path) -> None:
+    """Invariant 7 with the journal: the secrets check runs when the store is opened (at
+    start for the chain's head), and a refusal stops the start as with the per-row
+    writer, although the store is off the request path."""
+    from linewarden.ledger.migrations import SchemaError
+
+    def refuse(store: Store) -> None:
+        raise SchemaError("secrets disagree with the ledger's reference")
+
+    ledger = open_ledger("sqlite:///l.db", key=b"k", instance_id="gw1", base=tmp_path,
+                         journal=JOURNAL, after_open=refuse)
+
+    async def main() -> None:
+        with pytest.raises(SchemaError, match="secrets disagree"):
+            await ledger.start()
+
+    run(main())
