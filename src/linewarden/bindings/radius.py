@@ -41,6 +41,7 @@ from pyrad.packet import (  # type: ignore[import-untyped]
 
 from .. import tasks
 from ..identifiers import is_possible_msisdn
+from ..logs import RepeatLimiter
 from . import Binding, BindingStore
 
 log = logging.getLogger("linewarden.radius")
@@ -276,6 +277,7 @@ class RadiusListener(asyncio.DatagramProtocol):
         self._workers: list[asyncio.Task[None]] = []
         self._inflight: set[tuple[Any, int, bytes]] = set()
         self._store_healthy = True
+        self._log = RepeatLimiter(log)  # per-packet warnings and errors, rate-limited
 
     # ---- life cycle
 
@@ -299,12 +301,13 @@ class RadiusListener(asyncio.DatagramProtocol):
             self._transport = None
         await tasks.stop(self._workers)
         self._workers.clear()
+        self._log.settle()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("radius socket error: %s", exc)
+        self._log.warning("radius socket error: %s", exc)
 
     # ---- one datagram
 
@@ -350,16 +353,15 @@ class RadiusListener(asyncio.DatagramProtocol):
                 await self.apply(event)
             except Exception as exc:  # the NAS gets no answer and retransmits
                 self.metrics.drop(Drop.STORE_FAILED)
-                if self._store_healthy:
-                    self._store_healthy = False
-                    log.error("binding store write failed (%s: %s); accounting is left "
-                              "unanswered so the NAS retries", type(exc).__name__, exc)
+                self._store_healthy = False
+                self._log.error("binding store write failed (%s: %s); accounting is left "
+                                "unanswered so the NAS retries", type(exc).__name__, exc)
                 continue
             finally:
                 self._inflight.discard((addr, packet.id, packet.authenticator))
             if not self._store_healthy:
                 self._store_healthy = True
-                log.warning("binding store writes succeed again")
+                self._log.warning("binding store writes succeed again")
             self.metrics.accept(event.status)
             if self._transport is not None:
                 self._transport.sendto(packet.CreateReply().ReplyPacket(), addr)
@@ -372,8 +374,9 @@ class RadiusListener(asyncio.DatagramProtocol):
             await store.write(event.binding(self.clock() + self.settings.ttl))
         elif status == "interim":
             if not await store.refresh(event.binding(self.clock() + self.settings.ttl)):
-                log.warning("interim for another session than the bound one on an address "
-                            "from %s: binding removed (fail closed)", event.source)
+                self._log.warning("interim for another session than the bound one on an "
+                                  "address from %s: binding removed (fail closed)",
+                                  event.source)
         elif status == "stop":
             await store.stop(event.ip, event.session_id, event.source,
                              until=self.clock() + self.settings.ttl)

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import tasks
+from ..logs import RepeatLimiter
 from .migrations import SchemaError
 from .store import DEFAULT_CHECKPOINTS, CheckpointPolicy, Store
 
@@ -114,7 +115,8 @@ class LedgerCollector(Collector):
                                 "ledger; 0 when rows are committed to the store directly)",
                                 value=self.writer.index_lag)
         yield GaugeMetricFamily("linewarden_ledger_healthy",
-                                "1 while the ledger backend accepts commits",
+                                "1 while the ledger backend accepts commits (0 from a "
+                                "failed commit until the next one succeeds)",
                                 value=1 if self.writer.healthy else 0)
 
 
@@ -199,7 +201,9 @@ class LedgerWriter:
         self._retry_interval = retry_interval
         self.counters = LedgerCounters()
         self._worker: _Worker | None = None
-        self._healthy = False
+        self._healthy = False  # the backend is open (not abandoned, not being reopened)
+        self._failing = False  # the last commit failed (disk full, read-only, locked...)
+        self._log = RepeatLimiter(log)  # a failing backend fails every batch: no storm
         self._closing = False
         self._inflight_since: float | None = None
         self._overdue = False
@@ -236,7 +240,7 @@ class LedgerWriter:
             return
         if not _HEX_KEY.fullmatch(rec.subscriber_key):
             self.counters.invalid += 1
-            log.error("ledger: refused a record whose subscriber_key is not an HMAC")
+            self._log.error("ledger: refused a record whose subscriber_key is not an HMAC")
             done(False)
             return
         if len(self._queued) >= self._queue_max:
@@ -287,12 +291,14 @@ class LedgerWriter:
             except Exception as exc:
                 log.warning("ledger: closing checkpoint failed: %s", _describe(exc))
         self._drop_worker()
+        self._log.settle()
 
     # ---------------------------------------------------------------- state
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        """The backend is open and its last commit, if any, succeeded."""
+        return self._healthy and not self._failing
 
     @property
     def accepting(self) -> bool:
@@ -389,13 +395,19 @@ class LedgerWriter:
             await asyncio.wait_for(asyncio.shield(future), self._abandon_after)
         except TimeoutError:
             self.counters.failed += len(batch)
-            log.error("ledger: a commit took over %.1f s; abandoning the connection and "
-                      "withholding identity until the backend answers", self._abandon_after)
+            self._failing = True
+            self._log.error("ledger: a commit took over %.1f s; abandoning the connection and "
+                            "withholding identity until the backend answers",
+                            self._abandon_after)
             self._fail()
             return False
         except Exception as exc:
             self.counters.failed += len(batch)
-            log.error("ledger: commit of %d rows failed: %s", len(batch), _describe(exc))
+            self._failing = True
+            # No row count in the text: identical failures must read identically to be
+            # rate-limited (the counts are in linewarden_ledger_records_refused).
+            self._log.error("ledger: a commit failed, identity withheld for its rows: %s",
+                            _describe(exc))
             if not await self._ping(worker):
                 self._fail()
             return False
@@ -404,6 +416,9 @@ class LedgerWriter:
             self._overdue = False
         self.counters.committed += len(batch)
         self.counters.batches += 1
+        if self._failing:
+            self._failing = False
+            self._log.warning("ledger: commits succeed again")
         return True
 
     async def _ping(self, worker: _Worker) -> bool:
@@ -428,8 +443,8 @@ class LedgerWriter:
             raise
         except Exception as exc:
             worker.retire()
-            log.warning("ledger: backend unavailable (%s); withholding identity, retrying "
-                        "every %.0f s", _describe(exc), self._retry_interval)
+            self._log.warning("ledger: backend unavailable (%s); withholding identity, "
+                              "retrying every %.0f s", _describe(exc), self._retry_interval)
             return False
         self._worker = worker
         self._healthy = True
@@ -458,7 +473,7 @@ class LedgerWriter:
             try:
                 await self._open()
             except SchemaError as exc:
-                log.error("ledger: %s", exc)
+                self._log.error("ledger: %s", exc)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
