@@ -178,6 +178,15 @@ class KillSwitch:
         await self._push(state)
         return self.state
 
+    @property
+    def cause(self) -> str:
+        """Why `tripped`, as the withheld-disclosure metric says it: "killswitch" (tripped,
+        or the state file is unreadable), "killswitch_unknown" (only the shared state is
+        unconfirmed: Redis is away, and another instance may have tripped), "" (not)."""
+        if self.state.tripped or self.file_unreadable:
+            return "killswitch"
+        return "killswitch_unknown" if self.shared_unreachable else ""
+
     def status(self) -> dict[str, Any]:
         return {
             "tripped": self.tripped,

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from .decide import Withheld
+
+# Why a partner request went without identity, each its own label value: what decide()
+# says, then what the data plane adds — the ledger did not take the record, or the kill
+# switch is tripped only because its shared state could not be confirmed (Redis away).
+WITHHELD_REASONS = (*get_args(Withheld), "ledger", "killswitch_unknown")
 
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0)
 
@@ -52,6 +60,8 @@ class Metrics:
         self.withheld = Counter("linewarden_withheld_disclosures",
                                 "Partner requests forwarded without identity, by reason",
                                 ["reason"], registry=r)
+        for reason in WITHHELD_REASONS:  # every reason shows, at 0 until it happens
+            self.withheld.labels(reason)
         self.upstream_errors = Counter("linewarden_upstream_errors",
                                        "Upstream failures, by status sent", ["status"], registry=r)
         self.upstream_retries = Counter(

@@ -88,7 +88,8 @@ class Service:
             metrics=self.metrics,
             destinations=DestinationPolicy(proxy.deny_destinations, proxy.allow_destinations,
                                            listeners),
-            switch_tripped=lambda: switch.tripped)
+            switch_tripped=lambda: switch.tripped,
+            switch_cause=lambda: switch.cause or "killswitch")
         self.gateway.new_connection = connection_factory(self.gateway, proxy)
         self._stop = asyncio.Event()
         self._servers: list[HttpServer] = []

@@ -141,6 +141,8 @@ def test_leak_drill_fault_to_containment(tmp_path: Path, webhook: Webhook) -> No
         assert 'linewarden_alert_active{kind="leak"} 1.0' in metrics
         assert 'linewarden_canary_rounds_total{outcome="leak"}' in metrics
         assert 'linewarden_withheld_disclosures_total{reason="killswitch"}' in metrics
+        # every reason is listed from the start; this one must have counted
+        assert 'linewarden_withheld_disclosures_total{reason="killswitch"} 0.0' not in metrics
         assert delivered in metrics
         assert SUBSCRIBER_MSISDN not in metrics and PROBE_MSISDN not in metrics
         log = gw.stderr()

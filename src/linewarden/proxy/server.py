@@ -110,6 +110,7 @@ class Gateway:
                  destinations: DestinationPolicy | None = None,
                  resolver: Resolver | None = None,
                  switch_tripped: Callable[[], bool] = lambda: False,
+                 switch_cause: Callable[[], str] = lambda: "killswitch",
                  clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
         self.store = store
@@ -124,6 +125,9 @@ class Gateway:
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.metrics = metrics or Metrics()
         self.switch_tripped = switch_tripped
+        # The withheld-disclosure reason for a tripped switch: "killswitch", or
+        # "killswitch_unknown" when only the shared state could not be confirmed.
+        self.switch_cause = switch_cause
         self.clock = clock
         self.connections: set[ClientConnection] = set()
         # What each accepted socket becomes: a plain client unless the listener intercepts
@@ -545,7 +549,7 @@ class ClientConnection(asyncio.Protocol):
             # Tripped while the ledger committed or the upstream connected: the switch
             # stops every disclosure not yet on the wire, this one included.
             decision.identity = []
-            self.gw.metrics.count(self.gw.metrics.withheld, "killswitch")
+            self.gw.metrics.count(self.gw.metrics.withheld, self.gw.switch_cause())
         head = exchange.head
         start = head.method + b" " + decision.target + b" HTTP/1.1"
         exchange.upstream = conn
@@ -568,7 +572,8 @@ class ClientConnection(asyncio.Protocol):
         for reason, n in decision.stripped.items():
             metrics.count(metrics.strips, reason, amount=n)
         if decision.withheld is not None:
-            metrics.count(metrics.withheld, decision.withheld)
+            metrics.count(metrics.withheld, self.gw.switch_cause()
+                          if decision.withheld == "killswitch" else decision.withheld)
         if not decision.forwarded:
             metrics.count(metrics.rejected, str(decision.status))
 
