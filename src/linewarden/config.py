@@ -188,6 +188,10 @@ class StoreSection(_Section):
     # bound of the per-gateway cache in seconds (0: no cache; see docs/bindings.md).
     prefix: str = Field(default="linewarden:", pattern=r"^[A-Za-z0-9_.:-]*$")
     cache_ttl: float = Field(default=1.0, ge=0, le=5)
+    # Redis only: RADIUS is answered once this many replicas hold the write (WAIT), within
+    # replica_timeout seconds; 0: once the primary has it (then see its appendfsync).
+    replicas: int = Field(default=0, ge=0, le=16)
+    replica_timeout: float = Field(default=0.5, gt=0, le=5)
 
 
 # ---- [radius]: the RADIUS accounting listener (docs/bindings.md)

@@ -37,8 +37,8 @@ DEFAULT_CONNECT_PORTS = frozenset({443})  # like Squid's SSL_ports: CONNECT is f
 Header = tuple[bytes, bytes]
 # host_mismatch: an intercepted request whose Host does not resolve to the address the client
 # actually connected to (proxy/intercept.py); never set by decide() itself.
-Withheld = Literal["no_binding", "stale_binding", "killswitch", "no_claims", "opt_out",
-                   "host_mismatch"]
+Withheld = Literal["no_binding", "binding_unconfirmed", "stale_binding", "killswitch",
+                   "no_claims", "opt_out", "host_mismatch"]
 
 
 @dataclass(frozen=True)
@@ -366,6 +366,9 @@ def _enrich(decision: Decision, partner: Partner, binding: Binding | None, rules
         return
     if binding is None:
         decision.withheld = "no_binding"
+        return
+    if not binding.confirmed:  # the store lost writes since: maybe someone else's address
+        decision.withheld = "binding_unconfirmed"
         return
     if not binding.live(now):
         decision.withheld = "stale_binding"

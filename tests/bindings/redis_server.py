@@ -1,4 +1,6 @@
-"""A private redis-server for tests and the bench: free port, temp dir, no persistence."""
+"""A private redis-server for tests and the bench: free port, temp dir, no automatic
+persistence (a test that wants a snapshot sends SAVE; a restart in the same directory loads
+it), extra arguments (e.g. `--replicaof`), SIGTERM or SIGKILL by its PID."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class RedisServer:
     directory: Path
     port: int = 0
     pid: int = 0
+    args: tuple[str, ...] = ()
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,7 +41,7 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--save", "", "--appendonly", "no",
-             "--logfile", str(self.directory / "redis.log")],
+             "--logfile", str(self.directory / "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = self._proc.pid
         deadline = time.monotonic() + START_TIMEOUT
@@ -64,6 +67,14 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             os.kill(self.pid, signal.SIGKILL)
             self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing saved on the way out."""
+        if self._proc is None:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        self._proc.wait()
         self._proc = None
 
     def flush(self) -> None:

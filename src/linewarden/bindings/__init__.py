@@ -23,9 +23,15 @@ class Binding:
     session_id: str = ""
     source: str = "static"  # "static", "admin", or the NAS address that created it
     expires_at: float | None = None  # epoch seconds; None never expires (static bindings)
+    # False: the store that holds this binding is not the one it was written to (a Redis
+    # restarted from an older snapshot, a failover to a replica). Such a binding may be one
+    # the NAS has already ended, so it names nobody until accounting confirms it again
+    # (docs/bindings.md, "Trusting a shared store").
+    confirmed: bool = True
 
     def live(self, now: float) -> bool:
-        return self.expires_at is None or now < self.expires_at
+        """Confirmed and not expired: the only bindings anything may disclose from."""
+        return self.confirmed and (self.expires_at is None or now < self.expires_at)
 
     def opted_out(self, partner_id: str) -> bool:
         """The subscriber refused disclosures to this partner (or to every partner)."""

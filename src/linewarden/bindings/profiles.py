@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -193,9 +193,7 @@ def with_profile(binding: Binding, profile: MappingProxyType[str, str] | None) -
     if not profile:
         return binding
     merged = {**binding.attributes, **profile}
-    return Binding(ip=binding.ip, msisdn=binding.msisdn, attributes=MappingProxyType(merged),
-                   session_id=binding.session_id, source=binding.source,
-                   expires_at=binding.expires_at)
+    return replace(binding, attributes=MappingProxyType(merged))
 
 
 class ProfiledStore:

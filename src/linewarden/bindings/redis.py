@@ -21,6 +21,19 @@ only until `cache_ttl` seconds (default 1 s) after the Redis read that filled it
 ago. Invalidations on `{prefix}changed` usually end it within milliseconds; if the
 subscription is down, the time bound alone still holds. A read that crosses an
 invalidation is not cached at all. `cache_ttl = 0` disables the cache.
+
+Incarnations. Redis acknowledges a write before it is on disk or on a replica (unless
+configured otherwise), so a Redis restarted from an older snapshot, or a replica promoted
+after missing the last writes, can hold a binding that accounting had already ended —
+and a gateway would disclose the old subscriber's identity on the address's new owner.
+So every binding records, in field `i`, the `run_id` of the Redis process that stored it
+(read inside the write script: the truth, not what a client believes), and a binding is
+`confirmed` only while that is still the `run_id` of the Redis the gateway talks to. A
+restart or a failover changes `run_id` (a snapshot restores data, never the process id),
+so everything written before is unconfirmed — no identity — until a Start or an
+Interim-Update writes it again. The gateway learns the current `run_id` on every new
+connection (`_on_connect`, before the connection's first command: a new process means a
+new connection), from every write's answer, and from the periodic count.
 """
 
 from __future__ import annotations
@@ -30,7 +43,9 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .. import tasks
+from ..logs import RepeatLimiter
 from . import Binding
 from .memory import canonical_ip, prefix64
 
@@ -65,37 +81,56 @@ RECONNECT_DELAY = 0.5
 INVALIDATE_ALL = "*"
 # Script calls per pipeline: bounds one round trip's size (and its reply's wait).
 PIPELINE_MAX = 256
+# `[store] replicas = N`: each pipeline of writes ends with `WAIT N timeout`, so RADIUS
+# answers only once N replicas hold the write. The NAS retransmits after 3-5 s, so a
+# replica that has not answered within half a second is treated as a failed write.
+DEFAULT_REPLICA_TIMEOUT = 0.5
 _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 
-# KEYS: binding, index of its source. ARGV: mode (write|refresh), ip, msisdn, session,
-# source, expires_at ("" = never), attributes json, ttl ms (0 = none), score, prefix, now.
+
+class NotDurable(RedisError):
+    """Fewer replicas than `[store] replicas` acknowledged a write in time."""
+
+# KEYS: binding, index of its source. ARGV: mode (write|refresh|seed), ip, msisdn,
+# session, source, expires_at ("" = never), attributes json, ttl ms (0 = none), score,
+# prefix, now. Returns {stored (1) or conflict (0), this Redis's run_id}. A binding written
+# to another incarnation (its `i` is not this run_id) is treated as absent: it is no
+# evidence of a conflict, and a Start or Interim replaces it (re-confirms it). `seed`
+# (the config's static bindings) writes only over an absent or unconfirmed binding.
 _WRITE = """
 local key, index = KEYS[1], KEYS[2]
 local mode, ip, session, source, prefix = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[10]
-local old = redis.call('HMGET', key, 's', 'n')
-local changed = 1
-if mode == 'refresh' and not old[1] and
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local old = redis.call('HMGET', key, 's', 'n', 'i')
+local confirmed = old[1] and old[3] == run
+if mode == 'seed' and confirmed then return {1, run} end
+if mode == 'refresh' and not confirmed and
     redis.call('EXISTS', prefix .. 'ended:' .. source .. '|' .. session) == 1 then
-  return 1  -- the session is over: its late Interim changes nothing
+  return {1, run}  -- the session is over: its late Interim changes nothing
 end
-if old[1] then
-  if mode == 'refresh' and old[1] ~= session then
+local changed = 1
+if confirmed and mode == 'refresh' then
+  if old[1] ~= session then
     redis.call('DEL', key)
     redis.call('ZREM', prefix .. 'nas:' .. old[2], ip)
     redis.call('PUBLISH', prefix .. 'changed', ip)
-    return 0
+    return {0, run}
   end
+  changed = 0
+end
+if old[1] then
   if old[2] ~= source then redis.call('ZREM', prefix .. 'nas:' .. old[2], ip) end
-  if mode == 'refresh' then changed = 0 end
   redis.call('DEL', key)
 end
-redis.call('HSET', key, 'm', ARGV[3], 's', session, 'n', source, 'e', ARGV[6], 'a', ARGV[7])
+redis.call('HSET', key, 'm', ARGV[3], 's', session, 'n', source, 'e', ARGV[6], 'a', ARGV[7],
+           'i', run)
 if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', key, ARGV[8]) end
 redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[11])
 redis.call('ZADD', index, ARGV[9], ip)
 redis.call('SADD', prefix .. 'sources', source)
 if changed == 1 then redis.call('PUBLISH', prefix .. 'changed', ip) end
-return 1
+return {1, run}
 """
 
 # KEYS: binding. ARGV: ip, session ("" = any), prefix.
@@ -132,7 +167,8 @@ redis.call('PUBLISH', ARGV[2] .. 'changed', '*')
 return n
 """
 
-# ARGV: prefix, now. Trims expired members of every index and counts the rest.
+# ARGV: prefix, now. Trims expired members of every index and counts the rest; returns
+# {count, this Redis's run_id}.
 _COUNT = """
 local total = 0
 for _, source in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'sources')) do
@@ -142,10 +178,10 @@ for _, source in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'sources')) do
   if n == 0 then redis.call('SREM', ARGV[1] .. 'sources', source) end
   total = total + n
 end
-return total
+return {total, string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')}
 """
 
-_FIELDS = ["m", "s", "n", "e", "a"]
+_FIELDS = ["m", "s", "n", "e", "a", "i"]
 
 
 def safe_location(url: str) -> str:
@@ -158,15 +194,26 @@ class RedisStore:
     local = False
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
-                 cache_ttl: float = DEFAULT_CACHE_TTL) -> None:
+                 cache_ttl: float = DEFAULT_CACHE_TTL, replicas: int = 0,
+                 replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+                 static: Sequence[Binding] = ()) -> None:
+        """`static`: the config's bindings, written again (over nothing newer) whenever
+        Redis turns out to be a new incarnation: no RADIUS would ever re-confirm them."""
         self.url, self.prefix, self.cache_ttl = url, prefix, cache_ttl
+        self.replicas, self.replica_timeout = replicas, replica_timeout
+        self.static = tuple(static)
         self._where = safe_location(url)
+        self._log = RepeatLimiter(log)
+        # The run_id of the Redis process this gateway last talked to; None: not yet known,
+        # and then no binding is confirmed.
+        self.incarnation: str | None = None
+        self.incarnation_changes = 0  # after the first one learnt
         self._client: aioredis.Redis = aioredis.from_url(
             url, socket_timeout=LOOKUP_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-            decode_responses=True)
+            decode_responses=True, redis_connect_func=self._on_connect)
         self._writer: aioredis.Redis = aioredis.from_url(
             url, socket_timeout=WRITE_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-            decode_responses=True)
+            decode_responses=True, redis_connect_func=self._on_connect)
         self._write = self._writer.register_script(_WRITE)
         self._remove = self._writer.register_script(_REMOVE)
         self._stop = self._writer.register_script(_STOP)
@@ -178,6 +225,9 @@ class RedisStore:
         self._generation = 0
         self._count = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._reseeding: asyncio.Task[None] | None = None
+        self._seed_due = False  # the static bindings wait to be written to a new incarnation
+        self._durability_checked = False
         self._healthy = True
         self.subscribed = asyncio.Event()
 
@@ -192,10 +242,11 @@ class RedisStore:
     async def close(self) -> None:
         if self._flusher is not None:  # writes already queued get their round trip first
             await asyncio.wait([self._flusher], timeout=WRITE_TIMEOUT * 2)
-        await tasks.stop([*self._tasks, self._flusher])
+        await tasks.stop([*self._tasks, self._flusher, self._reseeding])
         self._tasks.clear()
         await self._client.aclose()
         await self._writer.aclose()
+        self._log.settle()
 
     # ---- reads
 
@@ -229,12 +280,14 @@ class RedisStore:
             return None
         network = prefix64(canonical)
         if network is None or network == canonical:
-            return _from_hash(ip, await self._client.hmget(self._key(canonical), _FIELDS))
+            row = await self._client.hmget(self._key(canonical), _FIELDS)
+            return _from_hash(ip, row, self.incarnation)
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hmget(self._key(canonical), _FIELDS)
             pipe.hmget(self._key(network), _FIELDS)
             exact, prefix = await pipe.execute()
-        return _from_hash(ip, exact) or _from_hash(ip, prefix)
+        return (_from_hash(ip, exact, self.incarnation)
+                or _from_hash(ip, prefix, self.incarnation))
 
     def count(self) -> int:
         return self._count
@@ -251,7 +304,7 @@ class RedisStore:
                     pipe.hmget(self._key(ip), _FIELDS)
                 rows = await pipe.execute()
             out += [b for ip, row in zip(ips, rows, strict=True)
-                    if (b := _from_hash(ip, row)) is not None]
+                    if (b := _from_hash(ip, row, self.incarnation)) is not None]
             if len(out) >= limit:
                 break
         return out[:limit]
@@ -260,6 +313,10 @@ class RedisStore:
 
     async def write(self, binding: Binding) -> None:
         await self._apply("write", binding)
+
+    async def seed(self, binding: Binding) -> None:
+        """A static binding: written unless the address has a confirmed binding."""
+        await self._apply("seed", binding)
 
     async def refresh(self, binding: Binding) -> bool:
         return await self._apply("refresh", binding)
@@ -289,13 +346,14 @@ class RedisStore:
             return mode == "write"
         ttl_ms = 0 if b.expires_at is None else max(1, math.ceil((b.expires_at - now) * 1000))
         score = "+inf" if b.expires_at is None else repr(b.expires_at)
-        done = await self._run(
+        stored, run_id = await self._run(
             self._write, [self._key(canonical), self._index(b.source)],
             [mode, canonical, b.msisdn, b.session_id, b.source,
                   "" if b.expires_at is None else repr(b.expires_at),
                   json.dumps(dict(b.attributes), separators=(",", ":")), ttl_ms, score,
                   self.prefix, repr(now)])
-        return bool(done)
+        self._seen_incarnation(str(run_id))
+        return bool(stored)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """One script call. The calls made while a pipeline is in flight go together in the
@@ -344,7 +402,77 @@ class RedisStore:
         async with self._writer.pipeline(transaction=False) as pipe:
             for script, keys, args, _ in batch:
                 await script(keys=keys, args=args, client=pipe)
-            return list(await pipe.execute(raise_on_error=False))
+            if self.replicas:
+                pipe.execute_command("WAIT", self.replicas,
+                                     max(1, round(self.replica_timeout * 1000)))
+            results = list(await pipe.execute(raise_on_error=False))
+        if self.replicas:
+            acked = results.pop()
+            if not isinstance(acked, int) or acked < self.replicas:
+                # Stored on the primary, not yet durable: no answer, the NAS retries (and
+                # every script is idempotent).
+                raise NotDurable(f"{acked} of {self.replicas} replicas acknowledged within "
+                                 f"{self.replica_timeout} s ([store] replicas)")
+        return results
+
+    # ---- incarnations (see the module docstring)
+
+    async def _on_connect(self, conn: Any) -> None:
+        """redis-py's hook for every new connection, before its first command."""
+        await conn.on_connect()
+        await conn.send_command("INFO", "server")
+        match = _RUN_ID.search(str(await conn.read_response()))
+        if match is None:
+            raise RedisError("INFO server carries no run_id")
+        self._seen_incarnation(match.group(1))
+
+    def _seen_incarnation(self, run_id: str) -> None:
+        if run_id == self.incarnation:
+            return
+        previous, self.incarnation = self.incarnation, run_id
+        self.invalidate(INVALIDATE_ALL)  # nothing cached may outlive the change
+        if previous is None:
+            return
+        self.incarnation_changes += 1
+        self._log.warning("redis at %s is a new incarnation (restart or failover: its run_id "
+                          "changed); bindings written before are unconfirmed, no identity, "
+                          "until accounting writes them again", self._where)
+        self._seed_due = bool(self.static)
+        self._reseed_soon()
+
+    def _reseed_soon(self) -> None:
+        if self._seed_due and (self._reseeding is None or self._reseeding.done()):
+            self._reseeding = asyncio.get_running_loop().create_task(self._reseed())
+
+    async def _reseed(self) -> None:
+        try:
+            await asyncio.gather(*(self.seed(b) for b in self.static))
+            self._seed_due = False
+        except Exception as exc:  # the periodic count tries again
+            self._log.error("redis at %s: static bindings not written again yet (%s)",
+                            self._where, type(exc).__name__)
+
+    async def _check_durability(self) -> None:
+        """Once Redis answers: say plainly when an acknowledged Stop can be lost."""
+        self._durability_checked = True
+        if self.replicas:
+            return
+        try:
+            found = await self._writer.config_get("append*")
+        except RedisError as exc:
+            log.warning("redis at %s: cannot read its persistence settings (CONFIG GET: %s); "
+                        "if it can lose acknowledged writes, identity pauses after a restart "
+                        "until each subscriber's next Interim-Update (docs/bindings.md)",
+                        self._where, type(exc).__name__)
+            return
+        appendonly, fsync = found.get("appendonly"), found.get("appendfsync")
+        if appendonly != "yes" or fsync != "always":
+            log.warning("redis at %s: appendonly=%s appendfsync=%s, and [store] replicas = 0: "
+                        "an acknowledged Start or Stop can be lost in a crash. Bindings "
+                        "written before a restart are then distrusted (no identity until the "
+                        "next Interim-Update). fix: 'appendonly yes' and 'appendfsync always' "
+                        "in redis.conf, or [store] replicas = N with replicas",
+                        self._where, appendonly, fsync)
 
     # ---- cache invalidation and housekeeping
 
@@ -377,8 +505,13 @@ class RedisStore:
     async def _count_forever(self) -> None:
         while True:
             try:
-                self._count = int(await self._count_script(args=[self.prefix, time.time()]))
+                count, run_id = await self._count_script(args=[self.prefix, time.time()])
+                self._count = int(count)
+                self._seen_incarnation(str(run_id))
+                self._reseed_soon()
                 self._recovered()
+                if not self._durability_checked:
+                    await self._check_durability()
             except _STORE_ERRORS as exc:
                 self._unhealthy(exc)
             await asyncio.sleep(COUNT_REFRESH)
@@ -386,14 +519,14 @@ class RedisStore:
     def _unhealthy(self, exc: BaseException) -> None:
         if self._healthy:
             self._healthy = False
-            log.error("redis at %s unreachable (%s): lookups fail closed (no identity) and "
-                      "accounting stays unanswered until it returns", self._where,
-                      type(exc).__name__)
+            self._log.error("redis at %s unreachable (%s): lookups fail closed (no identity) "
+                            "and accounting stays unanswered until it returns", self._where,
+                            type(exc).__name__)
 
     def _recovered(self) -> None:
         if not self._healthy:
             self._healthy = True
-            log.warning("redis at %s reachable again", self._where)
+            self._log.warning("redis at %s reachable again", self._where)
 
     def _key(self, ip: str) -> str:
         return f"{self.prefix}b:{ip}"
@@ -409,11 +542,12 @@ def _require_ip(ip: str) -> str:
     return canonical
 
 
-def _from_hash(ip: str, values: list[Any]) -> Binding | None:
-    msisdn, session_id, source, expires, attributes = values
+def _from_hash(ip: str, values: list[Any], incarnation: str | None) -> Binding | None:
+    msisdn, session_id, source, expires, attributes, written_to = values
     if msisdn is None:
         return None
     return Binding(ip=ip, msisdn=str(msisdn), session_id=str(session_id or ""),
                    source=str(source or ""),
                    attributes=MappingProxyType(json.loads(attributes or "{}")),
-                   expires_at=float(expires) if expires else None)
+                   expires_at=float(expires) if expires else None,
+                   confirmed=incarnation is not None and written_to == incarnation)

@@ -26,7 +26,9 @@ def open_store(config: Config) -> BindingStore:
     if section.url.startswith("memory://"):
         store = MemoryStore()
     else:
-        store = RedisStore(section.url, prefix=section.prefix, cache_ttl=section.cache_ttl)
+        store = RedisStore(section.url, prefix=section.prefix, cache_ttl=section.cache_ttl,
+                           replicas=section.replicas, replica_timeout=section.replica_timeout,
+                           static=config.bindings())
     profiles = config.model.profiles
     if profiles is None:
         return store
