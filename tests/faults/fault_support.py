@@ -165,28 +165,37 @@ asyncio.run(main())
 
 def start_ledger_gateway(directory: Path, origin_port: int, *, env: dict[str, str] | None = None,
                          ledger_url: str = "", **options: object) -> Gateway:
-    """lwtest's gateway config, run with the ledger as recorder (see LAUNCHER)."""
+    """lwtest's gateway config, run with the ledger as recorder (see LAUNCHER). A free port
+    can be taken between the probe and the bind (other jobs share the machine): retried."""
     directory.mkdir(parents=True, exist_ok=True)
-    proxy_port, web_port = free_port(), free_port()
-    config = directory / "linewarden.toml"
-    text = gateway_config(directory, origin_port, proxy_port=proxy_port, web_port=web_port,
-                          **options)  # type: ignore[arg-type]
-    if ledger_url:
-        text = text.replace(f'url = "sqlite:///{directory}/state/ledger.db"',
-                            f'url = "{ledger_url}"')
-        assert ledger_url in text
-    config.write_text(text)
-    with (directory / "stdout.log").open("wb") as out, \
-            (directory / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen([str(PYTHON), "-c", LAUNCHER, str(config)], stdout=out,
-                                stderr=err, cwd=directory, env={**os.environ, **(env or {})})
-    deadline = time.monotonic() + GATEWAY_START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
-            return Gateway(proc, proxy_port, web_port, directory, config)
-        time.sleep(0.05)
-    stop_process(proc)
-    raise AssertionError("gateway did not start:\n" + (directory / "stderr.log").read_text())
+    last = ""
+    for _attempt in range(3):
+        proxy_port, web_port = free_port(), free_port()
+        while web_port == proxy_port:  # both probes may be handed the same free port
+            web_port = free_port()
+        config = directory / "linewarden.toml"
+        text = gateway_config(directory, origin_port, proxy_port=proxy_port, web_port=web_port,
+                              **options)  # type: ignore[arg-type]
+        if ledger_url:
+            text = text.replace(f'url = "sqlite:///{directory}/state/ledger.db"',
+                                f'url = "{ledger_url}"')
+            assert ledger_url in text
+        config.write_text(text)
+        with (directory / "stdout.log").open("wb") as out, \
+                (directory / "stderr.log").open("wb") as err:
+            proc = subprocess.Popen([str(PYTHON), "-c", LAUNCHER, str(config)], stdout=out,
+                                    stderr=err, cwd=directory,
+                                    env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + GATEWAY_START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "proxy" in (directory / "stdout.log").read_text(errors="replace"):
+                return Gateway(proc, proxy_port, web_port, directory, config)
+            time.sleep(0.05)
+        stop_process(proc)
+        last = (directory / "stderr.log").read_text()
+        if "address already in use" not in last:
+            break
+    raise AssertionError("gateway did not start:\n" + last)
 
 
 # ---------------------------------------------------------------- probes
