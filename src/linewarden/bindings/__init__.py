@@ -65,7 +65,8 @@ class BindingStore(Protocol):
         binding — unless that session has ended (`stop`): a late or retransmitted Interim
         must not bring back a binding whose address may already be someone else's. Another
         session on the address is a conflict: the binding is removed (fail closed) and False
-        returned."""
+        returned — unless that binding is unconfirmed (`Binding.confirmed`): then it is no
+        evidence of anything, and the Interim replaces it."""
         ...
 
     async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:

@@ -58,9 +58,14 @@ def _expiry(expires_at: float | None) -> str:
     return f"in {left:.0f}s" if left > 0 else "expired"
 
 
+def _state(b: dict[str, Any]) -> str:
+    """Unconfirmed: written before the store's restart or failover (docs/bindings.md)."""
+    return "unconfirmed" if b.get("confirmed") is False else _expiry(b.get("expires_at"))
+
+
 def _line(b: dict[str, Any]) -> str:
     return (f"{b['ip']:<39} {b['msisdn']:<16} {b.get('source', ''):<15} "
-            f"{_expiry(b.get('expires_at')):<10} {b.get('session_id', '')}")
+            f"{_state(b):<11} {b.get('session_id', '')}")
 
 
 @click.group()
@@ -112,7 +117,7 @@ def show(ctx: click.Context, ip: str, reveal: bool, reason: str | None, as_json:
         return
     for key in ("ip", "msisdn", "session_id", "source"):
         click.echo(f"{key:<11} {doc.get(key, '')}")
-    click.echo(f"{'expires':<11} {_expiry(doc.get('expires_at'))}")
+    click.echo(f"{'expires':<11} {_state(doc)}")
     for name, value in sorted(doc.get("attributes", {}).items()):
         click.echo(f"{name:<11} {value}")
 

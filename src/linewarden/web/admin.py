@@ -124,7 +124,7 @@ async def _record_reveal(ctx: AdminContext, request: Request, action: str,
 def _binding_json(b: Binding, reveal: bool) -> dict[str, Any]:
     return {"ip": b.ip, "msisdn": b.msisdn if reveal else mask_msisdn(b.msisdn),
             "session_id": b.session_id, "source": b.source, "expires_at": b.expires_at,
-            "attributes": dict(b.attributes)}
+            "confirmed": b.confirmed, "attributes": dict(b.attributes)}
 
 
 def admin_routes(ctx: AdminContext) -> list[Route]:
