@@ -27,7 +27,7 @@ from linewarden.bindings.radius import LANES, ListenerSettings, RadiusListener, 
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
 from linewarden.identifiers import is_possible_msisdn
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 
 MSISDN = "447400900123"
 POLICY = """

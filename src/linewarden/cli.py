@@ -18,7 +18,8 @@ from .config import load_config
 from .keys_cli import keys
 from .killswitch_cli import canary, killswitch
 from .ledger.cli import audit
-from .policy import CONFIG_SECTIONS, Finding, Policy, PolicyError, load_policy
+from .policy.load import CONFIG_SECTIONS, load_policy
+from .policy.model import Finding, Policy, PolicyError
 from .review import privacy_level
 from .scan.cli import scan
 from .secrets_cli import secrets

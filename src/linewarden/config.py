@@ -27,7 +27,8 @@ from .destinations import parse_networks
 from .filemodes import create_private
 from .identifiers import e164_digits
 from .keys import KeyDirectoryError, open_signer
-from .policy import Policy, compile_policy, load_policy, policy_version
+from .policy.load import compile_policy, load_policy
+from .policy.model import Policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
 
 DEFAULT_CONFIG = "linewarden.toml"
@@ -396,7 +397,7 @@ class ConfigModel(_Section):
     canary: CanarySection | None = None  # no section: no canary
     signing: SigningSection = SigningSection()
     numberverify: NumberVerificationSection = NumberVerificationSection()
-    partners: list[Any] = []  # validated by policy.py, which knows partners
+    partners: list[Any] = []  # validated by policy/load.py, which knows partners
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .bindings import Binding
 from .claims import Secrets, render, subscriber_key
 from .http import HOP_BY_HOP, connection_tokens
 from .names import IdentityNames, has_alias_chars
-from .policy import (
+from .policy.model import (
     Partner,
     Policy,
     UnsafePolicyError,

@@ -19,7 +19,7 @@ HOP_BY_HOP = frozenset({
 # the message is framed, routed or authorised: a partner header `Content-Length` would put
 # `Content-Length: 234-10` beside the real one (a framing desync), a `Cookie` one would
 # replace the client's cookie, a `Host` one would make a second Host.
-# The policy lint (policy.py) and `Rules` (decide.py) both read this.
+# The policy lint (policy/load.py) and `Rules` (decide.py) both read this.
 # Compared lower-cased: field names are case-insensitive (RFC 9110 §5.1).
 RESERVED_FIELDS: dict[str, str] = {
     # Hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §9.6, §7.4) and message framing (RFC 9112 §6):

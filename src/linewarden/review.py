@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .policy import (
+from .claims import CLAIMS, PRIVACY_LEVELS
+from .policy.model import (
     NV_READ,
     ClaimSpec,
     Partner,
@@ -20,33 +21,34 @@ from .policy import (
     path_within,
 )
 
-PRIVACY = {"msisdn": "raw phone number", "pseudonym": "pairwise pseudonym",
-           "age_over_18": "yes/no answer", "operator": "network code (not personal)",
-           "assertion": "signed pairwise pseudonym"}
-
 
 def _carried(spec: ClaimSpec) -> tuple[str, ...]:
     """What one header discloses: an assertion carries its `sub` pseudonym and `include`."""
     return ("pseudonym", *spec.include) if spec.claim == "assertion" else (spec.claim,)
 
 
+def _formatted(spec: ClaimSpec) -> bool:
+    """The header carries the number, so its `format` matters."""
+    return any(CLAIMS[name].raw_number for name in _carried(spec) if name in CLAIMS)
+
+
 def describe_claim(spec: ClaimSpec) -> str:
-    fmt = f", format {spec.format}" if "msisdn" in _carried(spec) else ""
+    fmt = f", format {spec.format}" if _formatted(spec) else ""
     inside = f" carrying {', '.join(spec.include)}" if spec.include else ""
-    privacy = PRIVACY.get(spec.claim, spec.claim)
-    if "msisdn" in spec.include:
-        privacy += " + raw phone number"
+    claim = CLAIMS.get(spec.claim)
+    privacy = claim.privacy if claim is not None else spec.claim
+    privacy += "".join(f" + {CLAIMS[name].privacy}" for name in spec.include
+                       if name in CLAIMS and CLAIMS[name].raw_number)
     return f"{spec.header}: {spec.claim}{inside}{fmt} [{privacy}]"
 
 
 def privacy_level(partner: Partner) -> str:
     """The most revealing claim a partner gets: raw number > pseudonym > yes/no."""
-    claims = {name for c in partner.claims for name in _carried(c)}
-    if "msisdn" in claims or (partner.oauth is not None and NV_READ in partner.oauth.scopes):
-        return "raw number"
-    if "pseudonym" in claims:
-        return "pseudonym"
-    return "yes/no"
+    levels = {CLAIMS[name].level for c in partner.claims for name in _carried(c)
+              if name in CLAIMS}
+    if partner.oauth is not None and NV_READ in partner.oauth.scopes:
+        levels.add("raw number")  # Number Verification's read scope hands over the number
+    return next((level for level in PRIVACY_LEVELS if level in levels), "yes/no")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Explanation:
             doc["partner"] = {"id": p.id, "purpose": p.purpose, "privacy": privacy_level(p),
                               "line": p.line}
             doc["headers"] = [{"header": c.header, "claim": c.claim, "include": list(c.include),
-                               "format": c.format if "msisdn" in _carried(c) else None}
+                               "format": c.format if _formatted(c) else None}
                               for c in p.claims]
             if p.oauth is not None:
                 doc["oauth"] = {"client_id": p.oauth.client_id, "scopes": list(p.oauth.scopes)}
@@ -132,7 +134,7 @@ def exposures(policy: Policy, now: float) -> dict[Scope, set[Exposure]]:
 
 def _exposure_name(c: ClaimSpec) -> str:
     """A change of what an assertion carries is a change of exposure: name it."""
-    fmt = f":{c.format}" if "msisdn" in _carried(c) else ""
+    fmt = f":{c.format}" if _formatted(c) else ""
     inside = f"[{','.join(sorted(c.include))}]" if c.include else ""
     return c.claim + inside + fmt
 

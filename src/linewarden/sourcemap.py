@@ -16,32 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .fileerrors import ConfigError, ConfigErrors
+
+__all__ = ["ConfigError", "ConfigErrors", "Loc", "SourceMap", "load_toml", "parse_toml",
+           "scan_lines"]
+
 Loc = tuple[str | int, ...]
 
 _TABLE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _NAME = r"""(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)"""
 _KEY = re.compile(rf"^\s*({_NAME}(?:\s*\.\s*{_NAME})*)\s*=")
 _PART = re.compile(r"""\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*(?:\.|$)""")
-
-
-class ConfigError(Exception):
-    """A problem in a config or policy file, located and with a suggested fix."""
-
-    def __init__(self, path: str, line: int | None, message: str, fix: str = "") -> None:
-        self.path, self.line, self.message, self.fix = path, line, message, fix
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
-
-
-class ConfigErrors(Exception):
-    """Several problems found in one pass, so the operator fixes them all at once."""
-
-    def __init__(self, errors: Sequence[ConfigError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
 
 
 def _split_key(text: str) -> list[str]:

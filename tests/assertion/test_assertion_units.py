@@ -53,7 +53,8 @@ from linewarden.partner import (
     WrongIssuer,
     verify,
 )
-from linewarden.policy import ClaimSpec, Partner, PolicyError, parse_policy
+from linewarden.policy import ClaimSpec, Partner, PolicyError
+from linewarden.policy.load import parse_policy
 from linewarden.review import diff, explain, privacy_level
 from linewarden.sourcemap import ConfigError, ConfigErrors
 

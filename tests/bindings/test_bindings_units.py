@@ -37,7 +37,7 @@ from linewarden.bindings.radius import (
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
 from linewarden.identifiers import mask_msisdn
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 
 SECRET = b"unit-secret"
 MSISDN = "447400900123"

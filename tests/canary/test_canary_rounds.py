@@ -27,7 +27,7 @@ from linewarden.claims import Secrets
 from linewarden.decide import Rules, Settings
 from linewarden.killswitch import KillSwitch
 from linewarden.metrics import Metrics
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 
 PROBE = probe_binding("127.0.0.9", "447400900999")
 POLICY = """

@@ -16,7 +16,8 @@ from linewarden.bindings import Binding
 from linewarden.claims import Secrets, pseudonym, subscriber_key
 from linewarden.decide import RequestHead, Rules, Settings, decide
 from linewarden.names import DEFAULT_IDENTITY_NAMES
-from linewarden.policy import PolicyError, parse_policy
+from linewarden.policy import PolicyError
+from linewarden.policy.load import parse_policy
 
 MSISDN = "447400900123"
 SECRETS = Secrets(b"pseudonym-secret", b"ledger-key", "234-10")

@@ -13,14 +13,8 @@ from hypothesis import strategies as st
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
 from linewarden.http import error_response, reserved_field
-from linewarden.policy import (
-    ClaimSpec,
-    Partner,
-    Policy,
-    PolicyError,
-    UnsafePolicyError,
-    parse_policy,
-)
+from linewarden.policy import ClaimSpec, Partner, Policy, PolicyError, UnsafePolicyError
+from linewarden.policy.load import parse_policy
 
 SETTINGS = Settings(secrets=Secrets(b"pseudonym-secret", b"ledger-key", "234-10"))
 

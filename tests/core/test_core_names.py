@@ -20,7 +20,8 @@ from linewarden.names import (
     is_token,
     normalise,
 )
-from linewarden.policy import Policy, parse_policy
+from linewarden.policy import Policy
+from linewarden.policy.load import parse_policy
 
 SETTINGS = Settings(secrets=Secrets(b"pseudonym-secret", b"ledger-key", "234-10"))
 EMPTY_RULES = Rules(Policy((), "v0"), SETTINGS)

@@ -10,13 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linewarden.policy import (
-    HostMatcher,
-    Partner,
-    PolicyError,
-    normalise_host,
-    parse_policy,
-)
+from linewarden.policy import HostMatcher, Partner, PolicyError, normalise_host
+from linewarden.policy.load import parse_policy
 from linewarden.sourcemap import ConfigError
 
 

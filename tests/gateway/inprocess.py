@@ -9,7 +9,7 @@ from typing import Any
 from linewarden.bindings.memory import MemoryStore
 from linewarden.claims import Secrets
 from linewarden.decide import DisclosureRecord, Rules, Settings
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 from linewarden.proxy.server import ClientConnection, Gateway
 from linewarden.proxy.upstream import Pool, UpstreamConnection
 

@@ -28,7 +28,7 @@ from linewarden.claims import Secrets
 from linewarden.config import load_config
 from linewarden.decide import Rules, Settings
 from linewarden.destinations import DestinationPolicy, masked_client, same_host
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 from linewarden.proxy.server import DEFAULT, Route
 from linewarden.proxy.server import Gateway as ProxyGateway
 from linewarden.proxy.upstream import DestinationRefused, Pool

@@ -15,7 +15,7 @@ from linewarden.bindings import Binding
 from linewarden.bindings.memory import MemoryStore
 from linewarden.claims import Secrets
 from linewarden.decide import DisclosureRecord, Rules, Settings
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 from linewarden.proxy.server import Gateway
 from linewarden.proxy.upstream import Pool, UpstreamConnection
 

@@ -28,7 +28,8 @@ from linewarden.claims import Secrets
 from linewarden.decide import DisclosureRecord
 from linewarden.numberverify.api import NumberVerification, api_routes, oauth_routes
 from linewarden.numberverify.grants import GrantStore
-from linewarden.policy import Policy, parse_policy
+from linewarden.policy import Policy
+from linewarden.policy.load import parse_policy
 from linewarden.web.jwks import jwks_routes
 
 ROOT = Path(__file__).resolve().parents[2]

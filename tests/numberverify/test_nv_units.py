@@ -10,7 +10,8 @@ from nv_support import sha
 
 from linewarden.bindings.profiles import ProfileBook
 from linewarden.numberverify.optout import OptOuts
-from linewarden.policy import PolicyError, parse_policy
+from linewarden.policy import PolicyError
+from linewarden.policy.load import parse_policy
 
 READ = "number-verification:device-phone-number:read"
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 
+from ..claims import CLAIM_WORDS, CLAIMS
 from .access import AccessEntry, subscriber_accesses, window_accesses
 from .chain import (
     Checkpoint,
@@ -49,14 +50,6 @@ FOREVER_US = 253_402_300_799_000_000
 _DAY_US = 86_400 * 1_000_000
 # Hosts named one by one in the incident summary paragraph; the rest are counted.
 SUMMARY_HOSTS = 10
-
-CLAIM_WORDS = {
-    "msisdn": "the phone number itself",
-    "pseudonym": "a per-partner pseudonym",
-    "age_over_18": "whether the subscriber is over 18",
-    "operator": "the mobile operator's code",
-    "assertion": "a signed identity assertion",
-}
 
 
 class ReportError(ValueError):
@@ -337,7 +330,7 @@ def incident_summary(r: IncidentReport) -> str:
         f"{CLAIM_WORDS.get(c.claim, c.claim)} ('{c.claim}') for "
         f"{_n(c.subscribers, 'subscriber')}" for c in r.claims)
     parts.append(f"Information disclosed: {claim_text}.")
-    raw = [e for e in r.hosts if "msisdn" in e.claims]
+    raw = [e for e in r.hosts if any(c in CLAIMS and CLAIMS[c].raw_number for c in e.claims)]
     if raw:
         parts.append(f"Raw phone numbers went to {_n(len({e.host for e in raw}), 'host')}: "
                      + ", ".join(sorted({e.host for e in raw})[:SUMMARY_HOSTS])

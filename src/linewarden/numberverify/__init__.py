@@ -22,7 +22,7 @@ from ..bindings import BindingStore
 from ..bindings.profiles import ProfiledStore
 from ..claims import Secrets
 from ..ledger import Recorder
-from ..policy import Policy
+from ..policy.model import Policy
 from .api import NumberVerification, api_routes, oauth_routes
 from .grants import GrantStore, MemoryGrants
 from .optout import OptOuts

@@ -41,7 +41,7 @@ from ..bindings import Binding, BindingStore
 from ..claims import PSEUDONYM_EPOCH, Secrets, pseudonym, subscriber_key
 from ..decide import DisclosureRecord
 from ..ledger import Recorder
-from ..policy import NV_READ, NV_VERIFY, OAUTH_SCOPES, Partner, Policy
+from ..policy.model import NV_READ, NV_VERIFY, OAUTH_SCOPES, Partner, Policy
 from ..web.jwks import JWKS_PATH
 from .authserver import (
     KEY_METHOD,

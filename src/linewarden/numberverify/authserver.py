@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from joserfc import jwk
 
 from ..assertion import Signer
-from ..policy import OAUTH_SCOPES, Partner, Policy
+from ..policy.model import OAUTH_SCOPES, Partner, Policy
 from .grants import Grant, GrantStore, GrantStoreError, new_token
 
 # OIDC Core §3.1.2.1: "OpenID Connect requests MUST contain the openid scope value";

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..policy import NV_READ, NV_VERIFY
+from ..policy.model import NV_READ, NV_VERIFY
 
 API_ROOT = "/number-verification"
 BASE_PATH = API_ROOT + "/v2"  # r3.2, API 2.1.0: the major version is in the path

@@ -28,9 +28,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..bindings import OPT_OUT_ALL, Binding
-from ..claims import subscriber_key
+from ..claims import CLAIM_WORDS, subscriber_key
 from ..identifiers import mask_msisdn
-from ..ledger.reports import CLAIM_WORDS, SubscriberReport, subscriber_report
+from ..ledger.reports import SubscriberReport, subscriber_report
 from .api import MAX_BODY, NumberVerification
 from .optout import OptOutError
 

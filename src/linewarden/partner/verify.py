@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import jwt
 
 from ..assertion import MAX_TTL, TOKEN_TYPE
+from ..claims import CLAIMS
 from .errors import (
     BadSignature,
     Expired,
@@ -67,6 +68,9 @@ class Claims:
     operator: str | None = None
     msisdn: str | None = None  # only for partners the operator lets see the raw number
     payload: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Every claim an assertion may carry (claims.CLAIMS), by name, when present with its
+    # declared type; the three fields above are the same facts under their own names.
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ReplayGuard(Protocol):
@@ -171,10 +175,12 @@ def verify(header_value: str | bytes | None, audience: str, jwks: JWKSource, *,
         raise NotYetValid(f"assertion is valid only from {iat} (now {int(now)})")
     if replay is not None and not replay.first_use(jti, exp + leeway, now):
         raise Replayed(f"jti {jti!r} was already used")
+    facts = {name: value for name, claim in CLAIMS.items() if claim.kit_type is not None
+             and (value := _typed(payload, name, claim.kit_type)) is not None}
     return Claims(sub=payload["sub"], aud=payload["aud"], iss=payload["iss"], iat=iat,
-                  exp=exp, jti=jti, kid=kid, age_over_18=_typed(payload, "age_over_18", bool),
-                  operator=_typed(payload, "operator", str),
-                  msisdn=_typed(payload, "msisdn", str), payload=payload)
+                  exp=exp, jti=jti, kid=kid, age_over_18=facts.get("age_over_18"),
+                  operator=facts.get("operator"), msisdn=facts.get("msisdn"),
+                  payload=payload, facts=facts)
 
 
 def kid_of(header_value: str | bytes | None) -> str | None:

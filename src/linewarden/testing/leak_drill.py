@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..decide import Rules
-from ..policy import HostMatcher, Partner, Policy
+from ..policy.model import HostMatcher, Partner, Policy
 
 FAULTS_ENV = "LINEWARDEN_TEST_FAULTS"
 FAULTS_VALUE = "leak-drill"
