@@ -16,7 +16,7 @@ from linewarden.bindings import Binding
 from linewarden.bindings.redis import NotDurable, RedisStore
 from linewarden.claims import Secrets
 from linewarden.decide import RequestHead, Rules, Settings, decide
-from linewarden.policy import parse_policy
+from linewarden.policy.load import parse_policy
 
 MSISDN_A, MSISDN_B = "447400900123", "447400900456"
 IP = "10.3.0.2"
