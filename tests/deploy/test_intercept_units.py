@@ -22,6 +22,21 @@ def test_same_address(a: tuple[str, int], b: tuple[str, int], same: bool) -> Non
     assert same_address(a, b) is same
 
 
+def test_connection_subclasses_are_compiled_with_the_server() -> None:
+    """mypyc: an interpreted class cannot subclass a compiled one ("interpreted classes
+    cannot inherit from compiled", raised at the first accepted connection). If a build
+    compiles proxy/server.py it must compile intercept.py and proxied.py with it (checked:
+    the six proxy modules compile together and tests/deploy passes on them)."""
+    from linewarden.proxy import intercept, proxied, server
+
+    def compiled(module: object) -> bool:
+        return not str(getattr(module, "__file__", "")).endswith(".py")
+
+    if compiled(server):
+        missing = [m.__name__ for m in (intercept, proxied) if not compiled(m)]
+        assert missing == [], f"add {missing} to the mypyc build beside proxy/server.py"
+
+
 def test_original_destination_of_a_connection_that_was_not_redirected() -> None:
     """No NAT: the kernel has no original destination to give (no conntrack entry), or
     gives the listener's own address; never something else."""
