@@ -93,6 +93,9 @@ class ProxySection(_Section):
     # L4 balancers whose connections start with a PROXY protocol v1/v2 header carrying the
     # subscriber's address (proxy/proxied.py). Empty: no peer may send one.
     trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
+    # SIGTERM: requests in flight may finish for this long before they are cut. Inside
+    # Kubernetes' default 30 s termination grace period, with room for the ledger flush.
+    drain_timeout: float = Field(default=10.0, ge=0)
 
     @field_validator("listen")
     @classmethod

@@ -133,7 +133,7 @@ class Service:
             raise
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._signalled, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.worker == 0:
             self._banner()
@@ -200,15 +200,37 @@ class Service:
             await self._close_parts()
             raise
 
+    def _signalled(self, sig: int) -> None:
+        """The first SIGTERM/SIGINT drains; a second one exits at once (what was committed
+        stays committed; what was in flight is cut)."""
+        if self._stop.is_set():
+            log.warning("%s again: exiting now, without waiting for the drain",
+                        signal.Signals(sig).name)
+            self.admin_socket.remove()
+            logging.shutdown()
+            os._exit(128 + sig)
+        self._stop.set()
+
     async def _shutdown(self) -> None:
-        """Stop in order: the canary, the listeners' accepting, the parts, the store."""
-        await self.leakguard.close()
+        """Stop in order: the canary, the proxy (drained), the listeners' accepting, the
+        parts (the ledger flushes its queue), the store."""
+        await self.leakguard.close()  # no canary round against a proxy that is closing
+        await self._drain()
         for server, _task in self._servers:
             server.should_exit = True
         await self._close_parts()
         await self._stop_web()
         self.admin_socket.remove()
         await self.store.close()
+        log.info("stopped")
+
+    async def _drain(self) -> None:
+        timeout = self.config.proxy.drain_timeout
+        in_flight = sum(c.in_flight() for c in self.gateway.connections)
+        log.info("stopping: no new connections; %d requests in flight get up to %.0f s to "
+                 "finish (a second signal exits at once)", in_flight, timeout)
+        finished, cut = await self.gateway.drain(timeout)
+        log.info("drained: %d requests finished, %d cut", finished, cut)
 
     async def _stop_web(self) -> None:
         for server, _task in self._servers:

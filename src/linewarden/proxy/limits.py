@@ -24,3 +24,7 @@ SWEEP_INTERVAL = 0.5
 
 # Response head from an upstream: a garbage-spewing origin must not grow us without bound.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+# A graceful stop checks this often whether the requests in flight have finished (the
+# bound itself is [proxy] drain_timeout).
+DRAIN_POLL = 0.05

@@ -35,6 +35,7 @@ from ..ledger import Recorder
 from ..ledger.writer import submitter
 from ..metrics import Metrics
 from .limits import (
+    DRAIN_POLL,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     MAX_PENDING_BODY,
@@ -133,6 +134,7 @@ class Gateway:
         # What each accepted socket becomes: a plain client unless the listener intercepts
         # or sits behind a balancer (proxy/intercept.py, proxy/proxied.py; serve.py wires it).
         self.new_connection: Callable[[], ClientConnection] = lambda: ClientConnection(self)
+        self.draining = False  # drain(): each connection closes once its requests are done
         self.loop: asyncio.AbstractEventLoop  # set by start(): the loop we serve on
         self.pool: Pool
         self._server: asyncio.Server | None = None
@@ -154,6 +156,26 @@ class Gateway:
                 reuse_port=reuse_port or None, backlog=1024)
         self._sweeper = self.loop.create_task(self._sweep())
         return self._server
+
+    async def drain(self, timeout: float) -> tuple[int, int]:
+        """Graceful stop: accept no connection, close idle ones, let every request already
+        received finish (its connection closes after its last response), for at most
+        `timeout` seconds; then cut what is left. Returns (finished, cut), counted in
+        requests (a tunnel counts as one)."""
+        self.draining = True
+        if self._server:
+            self._server.close()
+        for conn in list(self.connections):
+            if not conn.in_flight():
+                conn.close()
+        pending = sum(conn.in_flight() for conn in self.connections)
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:  # closed ones flush first
+            await asyncio.sleep(DRAIN_POLL)
+        cut = sum(conn.in_flight() for conn in self.connections)
+        for conn in list(self.connections):
+            conn.abort()
+        return pending - cut, cut
 
     async def close(self) -> None:
         if self._sweeper:
@@ -268,6 +290,18 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def close(self) -> None:
+        """Close once what is written has been sent."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def in_flight(self) -> int:
+        """Requests received and not yet answered whole (a tunnel is one)."""
+        if self.closed:
+            return 0
+        return (self.tunnel is not None or self.active is not None) + len(self.queue)
 
     def check_timeouts(self, now: float) -> None:
         if self.closed:
@@ -435,6 +469,9 @@ class ClientConnection(asyncio.Protocol):
             if self.broken is not None:
                 self._fail_and_close(*self.broken)
                 return
+            if self.gw.draining:  # answered everything it had asked: close
+                self.close()
+                return
             self.idle_since = self.gw.loop.time()
             self._pause_reading(False)
             return
@@ -597,6 +634,8 @@ class ClientConnection(asyncio.Protocol):
         exchange.chunked_out = chunked_out
         if decision.upgrade or self.upgraded_data is not None:
             exchange.close_after = True  # after an Upgrade attempt the parser can't resume
+        if self.gw.draining and not self.queue:
+            exchange.close_after = True  # the last answer before a graceful stop
         if status == 101:
             lines += b"Connection: upgrade\r\n" + b"".join(
                 b"Upgrade: %b\r\n" % v for v in upgrade_values(head))
