@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets as _random
 import socket
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,14 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .assertion import DEFAULT_TTL, MAX_TTL, MIN_NONCE_BYTES, NoncePool, Signer
+from .assertion import DEFAULT_TTL, MAX_TTL
 from .bindings import Binding
-from .claims import Secrets
-from .decide import DEFAULT_CONNECT_PORTS, Settings
+from .decide import DEFAULT_CONNECT_PORTS
 from .destinations import parse_networks
-from .filemodes import create_private
 from .identifiers import e164_digits
-from .keys import KeyDirectoryError, open_signer
 from .policy.load import compile_policy, load_policy
 from .policy.model import Policy, policy_version
 from .sourcemap import ConfigError, ConfigErrors, SourceMap, load_toml, parse_toml
@@ -483,38 +478,6 @@ class Config:
         path = Path(value)
         return path if path.is_absolute() else self.base / path
 
-    def settings(self) -> Settings:
-        ident = self.model.identity
-        known = {1, *ident.pseudonym_keys}
-        for partner_id, version in ident.partner_key_versions.items():
-            if version not in known:
-                raise ConfigError(self.path, None, f"[identity] partner_key_versions: "
-                                  f"'{partner_id}' is pinned to unknown pseudonym key "
-                                  f"version {version}", "add it to pseudonym_keys")
-        return Settings(
-            secrets=Secrets(
-                pseudonym_secret=self._secret(ident.pseudonym_secret,
-                                              ident.pseudonym_secret_file, PSEUDONYM_FILE),
-                ledger_key=self.ledger_key(),
-                operator=ident.operator,
-                pseudonym_keys={v: k.encode() for v, k in ident.pseudonym_keys.items()},
-                partner_key_versions=dict(ident.partner_key_versions),
-                signer=self._signer(),
-            ),
-            draw_nonce=NoncePool(MIN_NONCE_BYTES),
-            reject_alias_headers=self.proxy.reject_alias_headers,
-            extra_identity_names=tuple(self.model.strip.extra_names),
-            extra_identity_suffixes=tuple(self.model.strip.extra_suffixes),
-            connect_ports=frozenset(self.proxy.connect_ports),
-        )
-
-    def _signer(self) -> Signer:
-        try:
-            return open_signer(self, now=time.time())
-        except KeyDirectoryError as exc:
-            raise ConfigError(self.path, None, f"[signing] {exc}",
-                              "fix the key directory or run 'linewarden keys list'") from None
-
     def ledger_key(self) -> bytes:
         return self._secret(self.ledger.key, self.ledger.key_file, LEDGER_FILE)
 
@@ -522,9 +485,14 @@ class Config:
         return [Binding(ip=b.ip, msisdn=b.msisdn.lstrip("+"), attributes=dict(b.attributes))
                 for b in self.model.bindings]
 
+    def pseudonym_secret(self) -> bytes:
+        ident = self.model.identity
+        return self._secret(ident.pseudonym_secret, ident.pseudonym_secret_file,
+                            PSEUDONYM_FILE)
+
     def _secret(self, inline: str, file: str, default_name: str) -> bytes:
-        """Inline, from a file, or generated once and kept in the state dir (0600), so
-        pseudonyms and ledger keys stay stable across restarts."""
+        """Inline or from a file. Reads only: a secret the gateway keeps in the state dir
+        is created by `wiring.generate_secrets` at start-up, never here."""
         if inline:
             return inline.encode()
         path = self.resolve_path(file) if file else self.state_dir / default_name
@@ -534,11 +502,10 @@ class Config:
             if file:
                 raise ConfigError(self.path, None, f"secret file '{path}' not found",
                                   "create it or remove the *_file setting") from None
-        try:
-            create_private(path, _random.token_urlsafe(32).encode())
-        except FileExistsError:  # another process generated it first: use that one
-            return path.read_bytes().strip()
-        return path.read_bytes().strip()
+            raise ConfigError(self.path, None, f"'{path}' has not been generated yet",
+                              "start the gateway once (`linewarden serve` creates it), or "
+                              "import the shared secrets (`linewarden secrets import`)") \
+                from None
 
     def secret_sources(self) -> dict[str, SecretSource]:
         """Where this config gets each shared secret (secrets.py names them in its
@@ -552,12 +519,13 @@ class Config:
 
     def _source(self, key: str, inline: str, file: str, default_name: str) -> SecretSource:
         if inline:
-            return SecretSource(f"{key} in {self.path}", None, key)
+            return SecretSource(f"{key} in {self.path}", None, key, generated=False)
         if file:
             path = self.resolve_path(file)
-            return SecretSource(f"{path} ({key}_file in {self.path})", path, key)
+            return SecretSource(f"{path} ({key}_file in {self.path})", path, key,
+                                generated=False)
         path = self.state_dir / default_name
-        return SecretSource(f"{path} (generated)", path, key)
+        return SecretSource(f"{path} (generated)", path, key, generated=True)
 
 
 @dataclass(frozen=True)
@@ -567,6 +535,7 @@ class SecretSource:
     description: str
     path: Path | None
     key: str  # the config key that would set it inline, e.g. "[ledger] key"
+    generated: bool  # kept in the state dir, created by `wiring.generate_secrets`
 
 
 def demo_text() -> str:

@@ -17,6 +17,7 @@ from .assertion import ALGORITHMS, Algorithm, SigningKey
 from .cli_support import config_option, fail, get_config
 from .keys import KeyDirectory, KeyDirectoryError, key_dir
 from .secrets import SIGNING_KEYS, set_reference
+from .wiring import generate_secrets
 
 
 def _directory(ctx: click.Context) -> KeyDirectory:
@@ -80,7 +81,9 @@ def rotate(ctx: click.Context, algorithm: str | None) -> None:
         until = old.published_until() or time.time()
         click.echo(f"retired: {old.kid}, published until {_when(until)}")
     # The new ring is now what every instance sharing a store must hold (secrets.py).
-    for line in set_reference(get_config(ctx), [SIGNING_KEYS]):
+    config = get_config(ctx)
+    generate_secrets(config)
+    for line in set_reference(config, [SIGNING_KEYS]):
         click.echo(line)
     click.echo("next: `linewarden secrets export DIR` here and `linewarden secrets import "
                "DIR` on every other instance sharing the ledger or store")

@@ -26,6 +26,7 @@ from .cli_support import admin_call, config_option, fail, get_config
 from .config import CanarySection, Config
 from .decide import Rules
 from .killswitch import DEFAULT_KEY, STATE_FILE, SwitchState, mask_numbers, share_state, write_state
+from .wiring import settings as wiring_settings
 
 
 def _person() -> str:
@@ -183,7 +184,7 @@ def canary(ctx: click.Context, once: bool, as_json: bool) -> None:
         config.model.canary = CanarySection()
     settings = canary_settings(config)
     _ensure_probe_binding(config, settings)
-    rules = Rules(config.policy, config.settings())
+    rules = Rules(config.policy, wiring_settings(config))
     probe = Canary(settings, lambda: rules)
     if once:
         result = asyncio.run(probe.run_round())

@@ -14,9 +14,19 @@ from pathlib import Path
 import click
 
 from .cli_support import config_option, fail, get_config
+from .config import Config
 from .secrets import SIGNING_KEYS, ImportRefused, export_secrets, import_secrets, set_reference
 from .secrets import status as secrets_status
 from .sourcemap import ConfigError
+from .wiring import generate_secrets
+
+
+def _generated(ctx: click.Context) -> Config:
+    """The config, with the secrets it leaves to the gateway generated if missing (as
+    `serve` would at start-up): these commands compare or register them."""
+    config = get_config(ctx)
+    generate_secrets(config)
+    return config
 
 
 @click.group()
@@ -34,6 +44,7 @@ def export(ctx: click.Context, directory: Path) -> None:
     manifest and a README. Copy it to the other instance and run `secrets import` there."""
     config = get_config(ctx)
     try:
+        generate_secrets(config)
         exported = export_secrets(config, directory)
     except (ValueError, OSError, ConfigError) as exc:
         fail(str(exc))
@@ -73,7 +84,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Each secret of this config against the reference in each shared store (registers
     nothing). Exit 1 if any differs."""
     try:
-        rows = secrets_status(get_config(ctx))
+        rows = secrets_status(_generated(ctx))
     except (OSError, ConfigError) as exc:
         fail(str(exc))
     if as_json:
@@ -96,7 +107,7 @@ def set_reference_(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Make this instance's secrets the reference every other instance must match (after
     changing one on purpose). The others then refuse to start until they import them."""
     try:
-        lines = set_reference(get_config(ctx), names)
+        lines = set_reference(_generated(ctx), names)
     except (OSError, ConfigError) as exc:
         fail(str(exc))
     for line in lines:

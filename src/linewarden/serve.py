@@ -38,6 +38,7 @@ from .web.admin import AdminContext
 from .web.admin_socket import PeerCredProtocol, open_admin_socket
 from .web.app import make_admin_app, make_public_app, make_worker_admin_app
 from .web.jwks import jwks_routes
+from .wiring import generate_secrets, settings
 
 log = logging.getLogger("linewarden")
 
@@ -65,7 +66,7 @@ class Service:
             if worker > 0:
                 config.model.radius = config.model.canary = None
         self.config = config
-        self.settings = config.settings()
+        self.settings = settings(config)
         self.metrics = Metrics()
         self.store = open_store(config)  # [store] url, with [profiles] joined to reads
         self.radius = radius_listener(config, self.store, self.metrics.registry)
@@ -333,16 +334,15 @@ def serve(config: Config, workers: int | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     workers = workers or config.proxy.workers
-    check_at_start(config)  # private state dir; secrets generated and agreed (secrets.py)
+    generate_secrets(config)  # once, here, before the workers would race to
+    check_at_start(config)  # private state dir; secrets agreed (secrets.py)
     if workers == 1:
         _run_worker(config, 0, 1)
         return 0
     if not config.model.store.url.startswith(("redis://", "rediss://")):
         raise ValueError(f"{workers} workers need a shared store: set [store] url = "
                          "\"redis://...\" so every worker sees the same bindings and kill switch")
-    # Generate missing secrets and keys once, here, before the workers would race to.
-    config.settings()
-    signer_from_config(config)
+    signer_from_config(config)  # the ledger's checkpoint key, once, before the workers
     return _supervise(config, workers)
 
 

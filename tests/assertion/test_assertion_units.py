@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linewarden import wiring
 from linewarden.assertion import (
     MAX_TTL,
     RETIRED_KEY_RETENTION,
@@ -413,7 +414,7 @@ def test_pinning_an_unknown_pseudonym_key_version_is_refused(tmp_path: Path) -> 
     path.write_text(f'state_dir = "{tmp_path}/s"\n[identity]\npseudonym_secret = "a"\n'
                     'partner_key_versions = { "p" = 3 }\n')
     with pytest.raises(ConfigError, match="unknown pseudonym key version 3"):
-        load_config(str(path)).settings()
+        wiring.settings(load_config(str(path)))
 
 
 def test_key_id_is_the_rfc7638_thumbprint() -> None:

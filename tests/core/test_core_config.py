@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from linewarden import wiring
 from linewarden.config import DEMO_NAME, load_config
 from linewarden.proxy.upstream import resolve_static, static_routes
 from linewarden.sourcemap import ConfigError, ConfigErrors
@@ -61,18 +62,30 @@ def test_good_config(tmp_path: Path) -> None:
     assert config.proxy.resolve == {"partner.test": "127.0.0.1:9000"}
     assert [b.msisdn for b in config.bindings()] == ["447400900123"]
     assert [p.id for p in config.policy.partners] == ["p1"]
-    settings = config.settings()
+    settings = wiring.settings(config)
     assert settings.connect_ports == frozenset({443, 8443})
     assert settings.secrets.operator == "234-10"
 
 
 def test_generated_secrets_are_stable_and_private(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    first = load_config(str(path)).settings().secrets
-    second = load_config(str(path)).settings().secrets
+    first = wiring.settings(load_config(str(path))).secrets
+    second = wiring.settings(load_config(str(path))).secrets
     assert first.pseudonym_secret == second.pseudonym_secret
     assert first.ledger_key == second.ledger_key
     assert first.pseudonym_secret != first.ledger_key
+
+
+def test_loading_a_config_writes_nothing_and_generating_is_explicit(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, GOOD)))
+    assert not config.state_dir.exists()  # no secret, no key, no directory
+    with pytest.raises(ConfigError, match="has not been generated yet"):
+        config.ledger_key()
+    created = wiring.generate_secrets(config)
+    assert sorted(p.name for p in created) == ["ledger.key", "pseudonym.key"]
+    assert (config.state_dir / "signing").is_dir()  # the first signing key
+    assert wiring.generate_secrets(config) == []  # once: kept across restarts
+    assert config.ledger_key() == (config.state_dir / "ledger.key").read_bytes().strip()
     key_file = tmp_path / "state" / "pseudonym.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 

@@ -4,14 +4,18 @@
    one order fails here (as aiohttp's test_circular_imports.py does it).
 2. The decision core loads no I/O: importing it pulls in no linewarden adapter (proxy, web,
    ledger, stores, serve, config) and none of the libraries they wrap.
+3. Only `serve` and the CLI import `wiring` (the builders); `config` builds nothing.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +80,49 @@ def test_the_core_loads_no_io(module: str) -> None:
     loaded = json.loads(result.stdout)
     bad = [m for m in loaded for io in IO_MODULES if m == io or m.startswith(io + ".")]
     assert bad == [], f"{module} loads {bad}"
+
+
+def _imports(module: str) -> set[str]:
+    """The linewarden modules `module` imports anywhere in its source (TYPE_CHECKING
+    blocks too: a type-only import still says where a module reaches)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    package = module if spec.origin.endswith("__init__.py") else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("linewarden"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            if base.startswith("linewarden"):
+                out.add(base)
+                out.update(f"{base}.{a.name}" for a in node.names
+                           if f"{base}.{a.name}" in MODULES)
+    return out
+
+
+def _is_cli(module: str) -> bool:
+    return module in ("linewarden.cli", "linewarden.cli_support") or \
+        module.endswith(("_cli", ".cli"))
+
+
+def test_only_serve_and_the_cli_import_wiring() -> None:
+    importers = sorted(m for m in MODULES if "linewarden.wiring" in _imports(m))
+    assert importers, "nothing imports wiring: the test reads imports wrongly"
+    assert [m for m in importers if m != "linewarden.serve" and not _is_cli(m)] == []
+
+
+def test_config_builds_nothing() -> None:
+    """config.py reads and validates the file: it imports no component builder, no secret
+    store and nothing that writes (keys, claims, secrets, ledger, filemodes, wiring...)."""
+    reached = _imports("linewarden.config")
+    builders = ("linewarden.keys", "linewarden.claims", "linewarden.secrets",
+                "linewarden.ledger", "linewarden.filemodes", "linewarden.wiring",
+                "linewarden.serve", "linewarden.web", "linewarden.proxy",
+                "linewarden.killswitch", "linewarden.canary", "linewarden.bindings.wiring")
+    assert [m for m in reached for b in builders if m == b or m.startswith(b + ".")] == []
+    assert "linewarden.sourcemap" in reached  # the reader sees imports at all

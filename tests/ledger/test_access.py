@@ -86,8 +86,10 @@ def test_audit_access_lists_a_window(tmp_path: Path, monkeypatch: pytest.MonkeyP
     config.write_text('[ledger]\nurl = "sqlite:///ledger.db"\n')
     from linewarden.config import load_config
     from linewarden.ledger import open_store
+    from linewarden.wiring import generate_secrets
 
     loaded = load_config(str(config))
+    generate_secrets(loaded)
     store_url, base = loaded.ledger.url, loaded.base
     log = AccessLog(lambda: open_store(store_url, base=base), loaded.ledger_key(), "gw1",
                     clock=lambda: T0)

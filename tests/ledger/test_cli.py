@@ -20,6 +20,7 @@ from linewarden.config import Config, load_config
 from linewarden.decide import RequestHead, Rules, decide
 from linewarden.ledger import ledger_from_config
 from linewarden.ledger.cli import audit
+from linewarden.wiring import settings
 
 CONFIG = """
 state_dir = "state"
@@ -69,7 +70,7 @@ def head(url: str) -> RequestHead:
 
 def browse(config: Config) -> dict[str, int]:
     """Traffic through the decision core into the ledger: partner hosts and others."""
-    rules = Rules(config.policy, config.settings())
+    rules = Rules(config.policy, settings(config))
     bindings = {"10.0.0.1": Binding("10.0.0.1", ALICE), "10.0.0.2": Binding("10.0.0.2", BOB)}
     visits = [("10.0.0.1", "http://pay.billing.test/buy", 3),
               ("10.0.0.1", "http://www.age.test/check", 2),

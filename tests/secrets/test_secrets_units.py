@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linewarden import wiring
 from linewarden.assertion import KeyRing, SigningKey
-from linewarden.config import load_config
+from linewarden.config import Config, load_config
 from linewarden.filemodes import private_dir, warn_loose
 from linewarden.ledger import ledger_from_config, open_store
 from linewarden.secrets import (
@@ -149,13 +150,20 @@ url = "sqlite:///{ledger}"
     return path
 
 
+def _generated(path: Path) -> Config:
+    """The config with its secrets generated, as `serve` does at start-up."""
+    config = load_config(str(path))
+    wiring.generate_secrets(config)
+    return config
+
+
 def test_the_ledger_writer_refuses_a_disagreeing_instance_at_connection(
         tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    check_at_start(load_config(str(_config(tmp_path / "a", "gw-a", ledger))))
-    b = load_config(str(_config(tmp_path / "b", "gw-b", ledger)))
+    check_at_start(_generated(_config(tmp_path / "a", "gw-a", ledger)))
+    b = _generated(_config(tmp_path / "b", "gw-b", ledger))
     # As if B started while the ledger was unreachable: only its writer can check.
-    writer = ledger_from_config(b, b.settings().secrets)
+    writer = ledger_from_config(b, wiring.settings(b).secrets)
 
     async def start() -> None:
         await writer.start()
@@ -175,8 +183,8 @@ def test_a_refusal_by_one_store_registers_nothing_in_another(tmp_path: Path) -> 
     """B's own ledger must not learn B's (wrong) secrets when the shared one refuses them:
     otherwise B's own ledger would refuse the imported ones next."""
     shared = tmp_path / "shared.db"
-    check_at_start(load_config(str(_config(tmp_path / "a", "gw-a", shared))))
-    b = load_config(str(_config(tmp_path / "b", "gw-b", shared)))
+    check_at_start(_generated(_config(tmp_path / "a", "gw-a", shared)))
+    b = _generated(_config(tmp_path / "b", "gw-b", shared))
     with pytest.raises(SecretsDisagree):
         check_at_start(b)
     store = open_store(f"sqlite:///{shared}").open()
@@ -189,14 +197,14 @@ def test_a_refusal_by_one_store_registers_nothing_in_another(tmp_path: Path) -> 
 
 def test_import_is_all_or_nothing_and_names_every_refusal(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    a = load_config(str(_config(tmp_path / "a", "gw-a", ledger)))
+    a = _generated(_config(tmp_path / "a", "gw-a", ledger))
     export = tmp_path / "export"
     export_secrets(a, export)
     # B holds its own generated secrets and sets the pseudonym secret inline.
     b_path = _config(tmp_path / "b", "gw-b", ledger,
                      '[identity]\npseudonym_secret = "inline-in-b"')
     b = load_config(str(b_path))
-    b.settings()
+    wiring.generate_secrets(b)
     before = {p: p.read_bytes() for p in (tmp_path / "b" / "state").rglob("*") if p.is_file()}
     with pytest.raises(ImportRefused) as refused:
         import_secrets(b, export)
@@ -211,7 +219,7 @@ def test_import_is_all_or_nothing_and_names_every_refusal(tmp_path: Path) -> Non
 
 
 def test_import_refuses_an_edited_export(tmp_path: Path) -> None:
-    a = load_config(str(_config(tmp_path / "a", "gw-a", tmp_path / "l.db")))
+    a = _generated(_config(tmp_path / "a", "gw-a", tmp_path / "l.db"))
     export = tmp_path / "export"
     export_secrets(a, export)
     (export / "ledger.key").write_text("edited\n")
@@ -222,7 +230,7 @@ def test_import_refuses_an_edited_export(tmp_path: Path) -> None:
 
 
 def test_export_refuses_a_directory_others_can_read(tmp_path: Path) -> None:
-    a = load_config(str(_config(tmp_path / "a", "gw-a", tmp_path / "l.db")))
+    a = _generated(_config(tmp_path / "a", "gw-a", tmp_path / "l.db"))
     loose = tmp_path / "loose"
     loose.mkdir()
     os.chmod(loose, 0o755)

@@ -115,8 +115,8 @@ def subscriber(ctx: click.Context, msisdn: str, region: str | None, since: str |
         digits = normalise_msisdn(msisdn, region)
     except ReportError as exc:
         fail(str(exc), 2)
-    key = subscriber_key(config.ledger_key(), digits)
-    with _store(config) as store:
+    with _store(config) as store:  # first: no ledger is said before a missing key
+        key = subscriber_key(config.ledger_key(), digits)
         report = subscriber_report(store, key, _time(since), _time(until))
     _emit(report, as_json, as_csv, label="+" + digits)
 

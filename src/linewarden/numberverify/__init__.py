@@ -47,16 +47,16 @@ def open_grants(config: Config) -> GrantStore:
 
 def numberverify_routes(config: Config, store: BindingStore, recorder: Recorder,
                         policy: Callable[[], Policy],
-                        switch_tripped: Callable[[], bool] = lambda: False,
-                        secrets: Secrets | None = None) -> list[BaseRoute]:
+                        switch_tripped: Callable[[], bool],
+                        secrets: Secrets) -> list[BaseRoute]:
     """The OIDC, Number Verification and /me routes of one gateway. `recorder` is the
     gateway's (the ledger, once serve opens it); `policy` reads the live rules; `secrets`
-    the running gateway's (its signer follows key rotation), else read from `config`."""
+    the running gateway's (its signer follows key rotation)."""
     from ..ledger.api import AuditSource
 
     optouts = OptOuts(store.book) if isinstance(store, ProfiledStore) else None
     section = config.model.numberverify
-    nv = NumberVerification(policy, store, recorder, secrets or config.settings().secrets,
+    nv = NumberVerification(policy, store, recorder, secrets,
                             switch_tripped=switch_tripped, optouts=optouts,
                             grants=open_grants(config), issuer=section.issuer,
                             rate_limit=section.rate_limit)
