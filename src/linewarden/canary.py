@@ -39,6 +39,7 @@ from .checker import analyse
 from .claims import pseudonym, render
 from .config import Config
 from .decide import Rules
+from .hostport import connect_address
 from .killswitch import KillSwitch
 from .metrics import Metrics
 
@@ -346,14 +347,6 @@ def probe_binding(ip: str, msisdn: str) -> Binding:
     return Binding(ip=ip, msisdn=msisdn.lstrip("+"), source="canary")
 
 
-def listen_address(listen: str) -> tuple[str, int]:
-    """Where to connect to a listener: a wildcard bind is reached over loopback."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return host, int(port)
-
-
 def expect_map(raw: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     return {pid: tuple(urls) for pid, urls in raw.items()}
 
@@ -368,7 +361,7 @@ def canary_settings(config: Config) -> CanarySettings:
     if section is None:
         raise ValueError("the config has no [canary] section")
     return CanarySettings(
-        proxy=listen_address(config.proxy.listen),
+        proxy=connect_address(config.proxy.listen),
         probe=probe_binding(section.probe_ip, section.probe_msisdn),
         control_urls=control_list(section.control_urls),
         expect_urls=expect_map(section.expect_urls),

@@ -6,13 +6,12 @@ Registered in the main CLI with `main.add_command(checker)`; also runnable as
 
 from __future__ import annotations
 
-import ipaddress
-
 import click
 import uvicorn
 
 from linewarden.checker import validate_regions
 from linewarden.cli_support import fail
+from linewarden.hostport import parse_host_port
 from linewarden.listen import ListenError, bind_tcp
 from linewarden.names import IdentityNames
 from linewarden.web.checker import make_checker_app
@@ -23,14 +22,12 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)  # raises ValueError with the reason
-    return host, int(port_text)
+    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port); the host and a non-zero port are
+    required (the page is opened at that address)."""
+    host, port = parse_host_port(text)
+    if port == 0:
+        raise ValueError(f"{text!r}: give the port to open the page at, not 0")
+    return host, port
 
 
 def _listen_option(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:

@@ -21,6 +21,7 @@ from .assertion import DEFAULT_TTL, MAX_TTL
 from .bindings import Binding
 from .decide import DEFAULT_CONNECT_PORTS
 from .destinations import parse_networks
+from .hostport import listener_address
 from .identifiers import e164_digits
 from .policy.load import compile_policy, load_policy
 from .policy.model import Policy, policy_version
@@ -34,14 +35,6 @@ LEDGER_FILE = "ledger.key"
 # The shared secrets' names, as messages and the fingerprint table say them.
 PSEUDONYM_SECRET = "pseudonym secret"
 LEDGER_KEY = "ledger key"
-
-
-def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"'{value}' is not host:port")
-    host = host.strip("[]") or default_host
-    return host, int(port)
 
 
 def _cidr(value: str) -> str:
@@ -95,7 +88,7 @@ class ProxySection(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        _host_port(v)
+        listener_address(v)
         return v
 
     @field_validator("resolve")
@@ -225,7 +218,7 @@ class RadiusSection(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        _host_port(v)
+        listener_address(v)
         return v
 
     def binding_ttl(self) -> float:
@@ -329,7 +322,7 @@ class WebSection(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        _host_port(v)
+        listener_address(v)
         return v
 
 
@@ -357,7 +350,7 @@ class AdminSection(_Section):
             if not v[len(UNIX_PREFIX):]:
                 raise ValueError("'unix:' needs a socket path, e.g. \"unix:/run/lw/admin.sock\"")
         elif v:
-            _host_port(v)
+            listener_address(v)
         return v
 
 
@@ -422,7 +415,7 @@ class Config:
         the TCP port + K (each worker reports its own metrics there)."""
         listen = self.admin.listen
         if listen and not listen.startswith(UNIX_PREFIX):
-            host, port = _host_port(listen)
+            host, port = listener_address(listen)
             return AdminAddress(None, host, port + worker)
         path = self.resolve_path(listen[len(UNIX_PREFIX):]) if listen \
             else self.state_dir / ADMIN_SOCKET
@@ -659,7 +652,7 @@ def _has_port(target: str) -> bool:
 def _reaches(target: str, admin: AdminAddress) -> bool:
     """Would a request to a host mapped to `target` connect to the admin TCP listener?"""
     if _has_port(target):
-        host, port = _host_port(target)
+        host, port = listener_address(target)
         if port != admin.port:
             return False
     else:

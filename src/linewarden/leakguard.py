@@ -14,9 +14,10 @@ from starlette.routing import BaseRoute
 
 from .alerts import Alerter
 from .bindings import BindingStore
-from .canary import CONTROL_HOST, Canary, canary_settings, listen_address
+from .canary import CONTROL_HOST, Canary, canary_settings
 from .config import Config
 from .decide import Rules
+from .hostport import connect_address
 from .killswitch import KillSwitch
 from .metrics import Metrics
 from .testing.leak_drill import FAULTS_ENV, FAULTS_VALUE, fault_routes
@@ -47,7 +48,7 @@ class LeakGuard:
         """The proxy's resolve map, plus the canary's default control host -> our checker."""
         if self.canary is None or CONTROL_HOST in resolve:
             return resolve
-        host, port = listen_address(self.config.web.listen)
+        host, port = connect_address(self.config.web.listen)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return {**resolve, CONTROL_HOST: target}
 

@@ -18,9 +18,10 @@ from starlette.applications import Starlette
 
 from . import tasks
 from .bindings.wiring import open_store, radius_listener
-from .config import Config, ProxySection, _host_port
+from .config import Config, ProxySection
 from .decide import Rules
 from .destinations import DestinationPolicy, parse_networks
+from .hostport import listener_address
 from .keys import watch_keys
 from .leakguard import LeakGuard
 from .ledger import Recorder, access_log_from_config, ledger_from_config, signer_from_config
@@ -145,7 +146,7 @@ class Service:
 
     async def _start_parts(self) -> None:
         """Store, RADIUS, kill switch, ledger writer and the proxy, in dependency order."""
-        proxy_host, proxy_port = _host_port(self.config.proxy.listen)
+        proxy_host, proxy_port = listener_address(self.config.proxy.listen)
         await self.store.start()
         for binding in self.config.bindings():
             await self.store.write(binding)
@@ -184,7 +185,7 @@ class Service:
                                                    where=str(self.admin_socket.address),
                                                    protocol=PeerCredProtocol))
             if self.worker == 0:
-                web_host, web_port = _host_port(self.config.web.listen)
+                web_host, web_port = listener_address(self.config.web.listen)
                 public = make_public_app(names=self.gateway.rules.names, extra=[
                     *jwks_routes(self.settings.secrets.signer),
                     *numberverify_routes(self.config, self.store, self.recorder,
@@ -291,13 +292,13 @@ def connection_factory(gateway: Gateway, proxy: ProxySection
 def own_listeners(config: Config, workers: int) -> list[tuple[str, int]]:
     """Every address this gateway listens on, every worker's included: the proxy refuses
     them as destinations (destinations.py), whatever allow_destinations says."""
-    addresses = [_host_port(config.proxy.listen), _host_port(config.web.listen)]
+    addresses = [listener_address(config.proxy.listen), listener_address(config.web.listen)]
     # The admin listener on TCP: worker K's is the admin port + K (a Unix socket is no
     # destination the proxy can connect to).
     addresses += [(a.host, a.port) for a in map(config.admin_address, range(workers))
                   if a.path is None]
     if config.model.radius is not None:
-        addresses.append(_host_port(config.model.radius.listen))
+        addresses.append(listener_address(config.model.radius.listen))
     out = []
     for host, port in addresses:
         try:

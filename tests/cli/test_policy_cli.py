@@ -64,7 +64,7 @@ def test_check_validates_the_rest_of_a_full_config(tmp_path: Path) -> None:
     bad.write_text('[proxy]\nlisten = "nowhere"\n')
     result = run("policy", "check", str(bad))
     assert result.returncode == 1
-    assert f"{bad}:2:" in result.stderr and "not host:port" in result.stderr
+    assert f"{bad}:2:" in result.stderr and "not HOST:PORT" in result.stderr
 
 
 def test_check_missing_file_is_one_sentence() -> None:

@@ -29,7 +29,7 @@ MODULES = sorted(
 CORE = ("linewarden.decide", "linewarden.policy", "linewarden.policy.model",
         "linewarden.claims", "linewarden.names", "linewarden.identifiers", "linewarden.http",
         "linewarden.destinations", "linewarden.review", "linewarden.checker",
-        "linewarden.assertion", "linewarden.bindings")
+        "linewarden.assertion", "linewarden.bindings", "linewarden.hostport")
 # Modules (ours and third-party) that do I/O or load files: none may be loaded by the core.
 # (httptools is only a parser: decide reads URLs with it.)
 IO_MODULES = ("linewarden.proxy", "linewarden.web", "linewarden.ledger",

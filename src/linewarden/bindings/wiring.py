@@ -46,7 +46,7 @@ def open_store(config: Config) -> BindingStore:
 def radius_listener(config: Config, store: BindingStore,
                     registry: CollectorRegistry | None = None) -> RadiusListener | None:
     """None without a [radius] section. Not started yet: await `listener.start()`."""
-    from ..config import _host_port
+    from ..hostport import listener_address
 
     section = config.model.radius
     if section is None:
@@ -58,6 +58,6 @@ def radius_listener(config: Config, store: BindingStore,
     if not secrets:
         raise ConfigError(config.path, None, "[radius] has no clients",
                           "add [[radius.clients]] address = \"<NAS address>\"")
-    settings = listener_settings(_host_port(section.listen), b"", secrets,
+    settings = listener_settings(listener_address(section.listen), b"", secrets,
                                  section.binding_ttl())
     return RadiusListener(settings, store, registry=registry)
