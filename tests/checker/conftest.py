@@ -4,7 +4,6 @@ headless Chromium (Debian's `chromium` package, driven by Playwright)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+from lwtest import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -32,12 +33,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # generous without letting a hung server stall the suite.
 SERVER_START_TIMEOUT = 20.0
 SERVER_STOP_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_serving(proc: subprocess.Popen[bytes], url: str) -> bool:
@@ -68,7 +63,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def checker_url() -> Iterator[str]:
     """Base URL of a `linewarden checker` subprocess on a free loopback port."""
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/"
         proc = subprocess.Popen(
             [sys.executable, "-m", "linewarden.checker_cli", "--listen", f"127.0.0.1:{port}"],

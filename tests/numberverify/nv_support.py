@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
-import socket
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from linewarden.numberverify.grants import GrantStore
 from linewarden.policy import Policy
 from linewarden.policy.load import parse_policy
 from linewarden.web.jwks import jwks_routes
+from lwtest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MSISDN_A = "447400900222"  # bound to 127.0.0.2
@@ -43,12 +43,6 @@ CARRIER_SECRET = "carrier-secret-0123456789"
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load_example() -> ModuleType:
