@@ -1,4 +1,4 @@
-"""`linewarden killswitch trip|clear|status` and `linewarden canary [--once]`.
+"""`linewarden killswitch trip|clear|status`.
 
 The kill switch commands act on the *running* gateway through its admin API (`[admin]
 listen`), so the change takes effect at once and propagates from there to every instance
@@ -10,23 +10,18 @@ gateway's proxy.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import socket
-import sys
 import time
 from typing import Any
 
 import click
 
 from .admin_client import AdminClient, AdminError
-from .canary import Canary, CanarySettings, RoundResult, canary_settings
 from .cli_support import admin_call, config_option, fail, get_config
-from .config import CanarySection, Config
-from .decide import Rules
+from .config import Config
 from .killswitch import DEFAULT_KEY, STATE_FILE, SwitchState, mask_numbers, share_state, write_state
-from .wiring import settings as wiring_settings
 
 
 def _person() -> str:
@@ -85,10 +80,10 @@ def trip(ctx: click.Context, reason: str, by: str) -> None:
 
     Through the running gateway's admin API; if that cannot be reached, by writing the
     shared state directly (exit 0 if anything was written)."""
-    _trip(get_config(ctx), reason, by)
+    trip_switch(get_config(ctx), reason, by)
 
 
-def _trip(config: Config, reason: str, by: str) -> None:
+def trip_switch(config: Config, reason: str, by: str) -> None:
     try:
         doc = AdminClient(config).request("POST", "/admin/killswitch/trip",
                                           {"reason": reason, "by": by})
@@ -153,58 +148,3 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         _show(doc)
-
-
-def _print_round(result: RoundResult, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(result.to_json(), sort_keys=True))
-        return
-    click.echo(f"canary round: {result.outcome.upper()} ({result.seconds * 1000:.0f} ms)")
-    for probe in result.probes:
-        click.echo(f"  {probe.outcome:<8} {probe.role:<7} {probe.url}: {probe.detail}")
-    for note in result.notes:
-        click.echo(f"  note: {note}")
-
-
-@click.command()
-@config_option
-@click.option("--once", is_flag=True, help="One round, then exit 0 ok / 1 leak / 2 degraded "
-                                           "or error.")
-@click.option("--json", "as_json", is_flag=True, help="Print each round as JSON.")
-@click.pass_context
-def canary(ctx: click.Context, once: bool, as_json: bool) -> None:
-    """Probe the running gateway like a subscriber and look for identity at control sites.
-
-    Uses the config's [canary] section (defaults if absent): requests go through [proxy]
-    listen from probe_ip. Without --once, rounds repeat every interval and a leak trips the
-    running gateway's kill switch through its admin API.
-    """
-    config = get_config(ctx)
-    if config.model.canary is None:
-        config.model.canary = CanarySection()
-    settings = canary_settings(config)
-    _ensure_probe_binding(config, settings)
-    rules = Rules(config.policy, wiring_settings(config))
-    probe = Canary(settings, lambda: rules)
-    if once:
-        result = asyncio.run(probe.run_round())
-        _print_round(result, as_json)
-        sys.exit(result.exit_code)
-    while True:  # pragma: no cover - interactive loop, each part tested through --once
-        started = time.monotonic()
-        result = asyncio.run(probe.run_round())
-        _print_round(result, as_json)
-        if result.outcome == "leak":
-            _trip(config, "canary: " + "; ".join(result.problems()), "canary")
-        time.sleep(max(0.0, settings.interval - (time.monotonic() - started)))
-
-
-def _ensure_probe_binding(config: Config, settings: CanarySettings) -> None:
-    """The probe is a reserved binding; (re)state it so a round never depends on luck."""
-    probe = settings.probe
-    try:
-        AdminClient(config).request("POST", "/admin/bindings",
-                                    {"ip": probe.ip, "msisdn": probe.msisdn})
-    except AdminError as exc:
-        click.echo(f"linewarden: probe binding not (re)registered ({exc}); probing anyway",
-                   err=True)

@@ -18,8 +18,9 @@ from canary_support import (
 )
 from click.testing import CliRunner, Result
 
+from linewarden.canary_cli import canary
 from linewarden.cli_support import CliState
-from linewarden.killswitch_cli import canary, killswitch
+from linewarden.killswitch_cli import killswitch
 
 HEADER = IDENTITY_HEADER.lower()
 
