@@ -36,6 +36,7 @@ from types import MappingProxyType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bindings"))
+sys.path.insert(0, str(ROOT / "tests"))  # bindings_support imports lwtest
 
 from bindings_support import (  # noqa: E402
     RADCLIENT,

@@ -17,7 +17,7 @@ import uvloop
 from starlette.applications import Starlette
 
 from . import tasks
-from .bindings.wiring import open_store, radius_listener
+from .bindings.wiring import open_store, radius_listener, register_store_metrics
 from .config import Config, ProxySection
 from .decide import Rules
 from .destinations import DestinationPolicy, parse_networks
@@ -70,6 +70,7 @@ class Service:
         self.settings = settings(config)
         self.metrics = Metrics()
         self.store = open_store(config)  # [store] url, with [profiles] joined to reads
+        register_store_metrics(self.store, self.metrics.registry)
         self.radius = radius_listener(config, self.store, self.metrics.registry)
         # The disclosure ledger: the proxy adds identity only once its row is committed.
         self._owns_recorder = recorder is None

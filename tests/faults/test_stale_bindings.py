@@ -172,6 +172,7 @@ class Scenario:
         text = metrics(self.gw)
         assert metric_sum(text, "linewarden_withheld_disclosures",
                           reason="binding_unconfirmed") > 0
+        assert metric_sum(text, "linewarden_store_incarnation_changes") == 1
         assert set(self.statuses) == {200}, self.statuses
         assert self.gw.alive() and no_raw_numbers(self.gw) == []
         return seen

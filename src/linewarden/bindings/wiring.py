@@ -4,9 +4,12 @@ joined to its reads) and the RADIUS listener `[radius]` asks for."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..sourcemap import ConfigError
 from . import BindingStore
@@ -41,6 +44,28 @@ def open_store(config: Config) -> BindingStore:
         raise ConfigError(config.path, None, f"[profiles] {exc}",
                           "fix the file or the [profiles] file setting") from None
     return ProfiledStore(store, book, profiles.reload_interval)
+
+
+class StoreCollector(Collector):
+    """`linewarden_store_incarnation_changes_total`: how often the shared store came back as
+    another Redis process (restart, failover) — each time, identity pauses for every
+    subscriber until their next accounting (docs/bindings.md)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "linewarden_store_incarnation_changes",
+            "Times the binding store turned out to be another Redis process (restart, "
+            "failover): bindings written before were unconfirmed",
+            value=self.store.incarnation_changes)
+
+
+def register_store_metrics(store: BindingStore, registry: CollectorRegistry) -> None:
+    inner = store.inner if isinstance(store, ProfiledStore) else store
+    if isinstance(inner, RedisStore):
+        registry.register(StoreCollector(inner))
 
 
 def radius_listener(config: Config, store: BindingStore,
