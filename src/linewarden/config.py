@@ -160,7 +160,8 @@ class LedgerSection(_Section):
     url: str = "sqlite:///.linewarden/ledger.db"
     key: str = ""
     key_file: str = ""
-    # Bounds of the group-commit writer (ledger/writer.py says why these defaults).
+    # Bounds of the group-commit writer: the defaults are ledger/writer.py's QUEUE_MAX and
+    # BATCH_MAX and ledger/store.py's checkpoint policy, which say why (tests/core checks).
     queue_max: int = Field(default=8192, ge=1)
     batch_max: int = Field(default=1000, ge=1, le=50_000)
     checkpoint_every: int = Field(default=10_000, ge=1)  # a signed checkpoint every N rows

@@ -173,3 +173,14 @@ def test_a_static_route_keeps_or_overrides_the_port(host: str, octets: list[int]
     ip = ".".join(map(str, octets))
     routes = static_routes({host: ip if port is None else f"{ip}:{port}"})
     assert resolve_static(routes, host, uri_port) == (ip, uri_port if port is None else port)
+
+
+def test_ledger_section_defaults_are_the_writers_own() -> None:
+    from linewarden.config import LedgerSection
+    from linewarden.ledger.store import DEFAULT_CHECKPOINTS
+    from linewarden.ledger.writer import BATCH_MAX, QUEUE_MAX
+
+    section = LedgerSection()
+    assert (section.queue_max, section.batch_max) == (QUEUE_MAX, BATCH_MAX)
+    assert (section.checkpoint_every, section.checkpoint_seconds) == (
+        DEFAULT_CHECKPOINTS.every_rows, DEFAULT_CHECKPOINTS.every_seconds)

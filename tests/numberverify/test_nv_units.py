@@ -74,7 +74,12 @@ def test_redirect_uris(redirect: str, problem: str) -> None:
 
 
 def test_loopback_redirect_allowed() -> None:
-    parse_policy(oauth_partner(redirect="http://127.0.0.1:9000/cb"))
+    # RFC 8252 §7.3: http is fine on loopback (a native app's own listener), nowhere else.
+    policy, findings = parse_policy(oauth_partner(redirect="http://127.0.0.1:9000/cb"))
+    assert findings == []
+    oauth = policy.partners[0].oauth
+    assert oauth is not None and oauth.redirect_uris == ("http://127.0.0.1:9000/cb",)
+    assert "allowed only for loopback" in messages(oauth_partner(redirect="http://shop.test/cb"))
 
 
 def test_credentials_and_scopes() -> None:

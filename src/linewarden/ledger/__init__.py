@@ -115,10 +115,8 @@ def ledger_from_config(config: Config, secrets: Secrets | None = None) -> Ledger
     with, every connection first checks they agree with the ledger's reference."""
     from ..secrets import ledger_check
     from .store import CheckpointPolicy
-    from .writer import BATCH_MAX, QUEUE_MAX
 
     section = config.ledger
-    policy = CheckpointPolicy()
     journal = journal_dir(config)
     extra: dict[str, Any] = {}
     if journal is not None:
@@ -128,17 +126,15 @@ def ledger_from_config(config: Config, secrets: Secrets | None = None) -> Ledger
         section.url, key=config.ledger_key(), instance_id=config.proxy.instance_id,
         base=config.base, signing_key_file=_signing_key_path(config),
         after_open=None if secrets is None else ledger_check(config, secrets),
-        queue_max=int(getattr(section, "queue_max", QUEUE_MAX)),
-        batch_max=int(getattr(section, "batch_max", BATCH_MAX)),
-        checkpoints=CheckpointPolicy(
-            every_rows=int(getattr(section, "checkpoint_every", policy.every_rows)),
-            every_seconds=float(getattr(section, "checkpoint_seconds", policy.every_seconds))),
+        queue_max=section.queue_max, batch_max=section.batch_max,
+        checkpoints=CheckpointPolicy(every_rows=section.checkpoint_every,
+                                     every_seconds=section.checkpoint_seconds),
         **extra)
 
 
 def journal_dir(config: Config) -> Path | None:
     """The journal-first ledger's directory, or None when rows go to the store directly."""
-    name = str(getattr(config.ledger, "journal", "") or "")
+    name = config.ledger.journal
     return config.resolve_path(name) if name else None
 
 
@@ -162,7 +158,7 @@ def access_log_from_config(config: Config) -> AccessLog:
 
 
 def _signing_key_path(config: Config) -> Path:
-    name = str(getattr(config.ledger, "signing_key_file", "") or "")
+    name = config.ledger.signing_key_file
     return config.resolve_path(name) if name else config.state_dir / SIGNING_KEY_NAME
 
 
@@ -179,8 +175,8 @@ def trusted_keys_from_config(config: Config) -> dict[str, Ed25519PublicKey]:
 
     own = signer_from_config(config)
     keys = {own.key_id: own.public}
-    for text in getattr(config.ledger, "trusted_keys", []) or []:
-        public = parse_public_key(str(text))
+    for text in config.ledger.trusted_keys:
+        public = parse_public_key(text)
         keys[key_id(public)] = public
     return keys
 
