@@ -140,6 +140,11 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.worker == 0:
             self._banner()
+        # The banner is for the person at the terminal; this line is for the service log.
+        log.info("started: worker %d of %d, proxy %s, policy %s (%d partners), %d bindings",
+                 self.worker, self.workers, self.config.proxy.listen,
+                 self.gateway.rules.policy.version, len(self.gateway.rules.policy.partners),
+                 self.store.count())
         settle_garbage_collector()
         self.leakguard.start()  # the canary's first round, now that proxy and checker listen
         await self._stop.wait()
@@ -212,6 +217,7 @@ class Service:
             self.admin_socket.remove()
             logging.shutdown()
             os._exit(128 + sig)
+        log.info("%s received: stopping", signal.Signals(sig).name)
         self._stop.set()
 
     async def _shutdown(self) -> None:

@@ -91,6 +91,8 @@ def test_sigterm_lets_requests_in_flight_finish_with_their_ledger_rows(
         log = gw.log()
         assert f"{IN_FLIGHT} requests in flight" in log
         assert f"drained: {IN_FLIGHT} requests finished, 0 cut" in log, log
+        assert "started: worker 0 of 1, proxy 127.0.0.1:" in log, log
+        assert "SIGTERM received: stopping" in log, log
         assert "stopped" in log
         assert no_raw_numbers(gw) == []
     finally:
