@@ -36,8 +36,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start and wait for PONG. A port chosen here can be taken by another job between
+        the probe and redis-server's bind: then a new one is tried (three in all)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        chosen = not self.port
+        for _attempt in range(3 if chosen else 1):
+            self.port = free_port() if chosen else self.port
+            if self._start_once():
+                return self
+            self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self) -> bool:
         self._proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--save", "", "--appendonly", "no",
@@ -45,16 +55,15 @@ class RedisServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = self._proc.pid
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return self
+                        return True
             except OSError:
                 time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return False
 
     def stop(self) -> None:
         if self._proc is None:

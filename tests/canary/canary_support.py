@@ -5,7 +5,6 @@ chosen source address (so each test picks which subscriber it is)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -13,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lwtest import admin_http, admin_json, admin_metrics, admin_socket, free_port, launch_serve
+from bindings.redis_server import RedisServer
+from lwtest import admin_http, admin_json, admin_metrics, admin_socket, launch_serve
 from lwtest import stop_process as stop_pid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,40 +30,8 @@ START_TIMEOUT = 30.0
 
 # ---------------------------------------------------------------- redis-server
 
-@dataclass
-class RedisServer:
-    proc: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        stop_pid(self.proc)
-
-
 def start_redis(directory: Path) -> RedisServer:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server not found: install the Debian package (make debs)"
-    directory.mkdir(parents=True, exist_ok=True)
-    for _attempt in range(3):
-        port = free_port()
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return RedisServer(proc, port)
-            except OSError:
-                time.sleep(0.05)
-        stop_pid(proc)
-    raise AssertionError("redis-server did not start")
+    return RedisServer(directory).start()
 
 
 # ---------------------------------------------------------------- gateways

@@ -226,15 +226,7 @@ def test_trip_made_while_redis_was_away_is_shared_when_it_returns(
 
 
 def _restart_on(directory: Path, port: int) -> RedisServer:
-    import shutil
-    import subprocess
-
-    binary = shutil.which("redis-server")
-    assert binary
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return RedisServer(proc, port)
+    return RedisServer(directory, port=port).start()
 
 
 def test_status_document(tmp_path: Path) -> None:
