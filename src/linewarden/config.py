@@ -140,20 +140,19 @@ class PolicySection(_Section):
     file: str = ""  # partners in another file; empty: the [[partners]] of this file
 
 
+def _ip(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+# A subscriber number (E.164 digits, '+' dropped) and an IP address, validated where read.
+Msisdn = Annotated[str, AfterValidator(e164_digits)]
+IpAddress = Annotated[str, AfterValidator(_ip)]
+
+
 class BindingEntry(_Section):
-    ip: str
-    msisdn: str
+    ip: IpAddress
+    msisdn: Msisdn
     attributes: dict[str, str] = {}
-
-    @field_validator("msisdn")
-    @classmethod
-    def _msisdn(cls, v: str) -> str:
-        return e164_digits(v)
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str) -> str:
-        return str(ipaddress.ip_address(v))
 
 
 class LedgerSection(_Section):
@@ -265,21 +264,11 @@ class ProfilesSection(_Section):
 class CanarySection(_Section):
     interval: float = Field(default=5.0, gt=0)  # seconds between rounds
     timeout: float = Field(default=3.0, gt=0)  # per probe request; capped at `interval`
-    probe_ip: str = "127.0.0.9"  # a local address reserved for the probe subscriber
-    probe_msisdn: str = "447400900999"  # a test number that is nobody's
+    probe_ip: IpAddress = "127.0.0.9"  # a local address reserved for the probe subscriber
+    probe_msisdn: Msisdn = "447400900999"  # a test number that is nobody's
     control_urls: list[str] = []  # empty: the gateway's own checker, via the proxy
     expect_urls: dict[str, list[str]] = {}  # partner id -> URLs that must get its claims
     webhook: str = ""  # alerts are POSTed here as JSON (docs/canary.md)
-
-    @field_validator("probe_ip")
-    @classmethod
-    def _probe_ip(cls, v: str) -> str:
-        return str(ipaddress.ip_address(v))
-
-    @field_validator("probe_msisdn")
-    @classmethod
-    def _probe_msisdn(cls, v: str) -> str:
-        return e164_digits(v)
 
     @field_validator("control_urls")
     @classmethod
