@@ -17,6 +17,21 @@ import pytest
 from lwtest import Gateway, Origin, TlsOrigin, start_gateway
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test stale compiled code: in the editable install a mypyc-built module
+    (`.so`) shadows its source, so an edited source would silently not be what runs."""
+    import linewarden
+
+    package = Path(linewarden.__file__).parent
+    stale = [str(so.relative_to(package)) for so in package.rglob("*.so")
+             if (source := so.parent / (so.name.split(".", 1)[0] + ".py")).exists()
+             and source.stat().st_mtime > so.stat().st_mtime]
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules older than their sources: {', '.join(sorted(stale))}; "
+            "rebuild with `make venv`, or go pure with `make pure`")
+
+
 @pytest.fixture(scope="session")
 def origin() -> Iterator[Origin]:
     server = Origin().start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol, cast
 
 import httptools
 
@@ -291,6 +291,22 @@ def _framing(f: _Fields, out: list[Header]) -> Literal["none", "length", "chunke
     return "none"
 
 
+class ParsedURL(Protocol):
+    """What `httptools.parse_url` returns, typed as it behaves: a part the URI lacks is
+    None (its stub says bytes and int, which compiled code would enforce and fail on)."""
+
+    schema: bytes | None
+    host: bytes | None
+    port: int | None
+    path: bytes | None
+    query: bytes | None
+    userinfo: bytes | None
+
+
+def parse_url(data: bytes) -> ParsedURL:
+    return cast(ParsedURL, httptools.parse_url(data))
+
+
 def _destination(head: RequestHead, f: _Fields
                  ) -> Decision | tuple[Destination, bytes, bytes, str | None]:
     """Absolute-form: the URI decides (RFC 9112 §3.2.2); origin-form: the Host header."""
@@ -299,7 +315,7 @@ def _destination(head: RequestHead, f: _Fields
         mode: Literal["forward", "transparent"] = "transparent"
         authority = f.host[0] if f.host else b""
         try:
-            url = httptools.parse_url(b"http://" + authority + b"/")
+            url = parse_url(b"http://" + authority + b"/")
         except httptools.HttpParserInvalidURLError:
             return reject(400, "invalid Host header")
         if url.userinfo is not None or url.path != b"/":
@@ -308,7 +324,7 @@ def _destination(head: RequestHead, f: _Fields
     else:
         mode = "forward"
         try:
-            url = httptools.parse_url(target)
+            url = parse_url(target)
         except httptools.HttpParserInvalidURLError:
             return reject(400, "invalid request target")
         if url.schema is None or url.schema.lower() != b"http":

@@ -60,13 +60,15 @@ def has_alias_chars(name: bytes) -> bool:
     return bool(name.translate(None, _SAFE_NAME_BYTES))  # C-speed: runs for every header
 
 
+# Bound the memo so a client sending endless distinct names cannot grow it without limit.
+# (A module constant: a class attribute of a compiled class reads as a descriptor.)
+NAME_CACHE_MAX = 4096
+
+
 class IdentityNames:
     """The compiled loose matcher: known names plus operator and partner additions."""
 
     __slots__ = ("_cache", "_exact", "_suffixes")
-
-    # Bound the memo so a client sending endless distinct names cannot grow it without limit.
-    _CACHE_MAX = 4096
 
     def __init__(self, extra_names: Iterable[str] = (), extra_suffixes: Iterable[str] = ()):
         self._exact = frozenset(normalise(n) for n in (*KNOWN_IDENTITY_HEADERS, *extra_names))
@@ -81,7 +83,7 @@ class IdentityNames:
         if hit is None:
             norm = normalise(key)
             hit = norm in self._exact or norm.endswith(self._suffixes)
-            if len(self._cache) < self._CACHE_MAX:
+            if len(self._cache) < NAME_CACHE_MAX:
                 self._cache[key] = hit
         return hit
 

@@ -15,6 +15,7 @@ from linewarden.names import (
     DEFAULT_IDENTITY_NAMES,
     IDENTITY_SUFFIXES,
     KNOWN_IDENTITY_HEADERS,
+    NAME_CACHE_MAX,
     IdentityNames,
     has_alias_chars,
     is_token,
@@ -112,9 +113,9 @@ def test_partner_header_names_become_identity() -> None:
 
 def test_cache_is_bounded() -> None:
     names = IdentityNames()
-    for i in range(IdentityNames._CACHE_MAX + 100):
+    for i in range(NAME_CACHE_MAX + 100):
         names.is_identity(f"x-h{i}")
-    assert len(names._cache) <= IdentityNames._CACHE_MAX
+    assert len(names._cache) <= NAME_CACHE_MAX
     assert names.is_identity("x-msisdn")  # correct past the cache bound
 
 

@@ -559,11 +559,13 @@ class ClientConnection(asyncio.Protocol):
             except DestinationRefused:
                 conn.abort()  # nothing was sent on it
                 raise
-        except DestinationRefused as exc:
-            self._refuse(exc)
+        # One name per handler: compiled (mypyc), a name shared by handlers of different
+        # exception types keeps the first one's type and the second handler fails.
+        except DestinationRefused as refused:
+            self._refuse(refused)
             return
-        except UpstreamError as exc:
-            self.response_failed(exc.status, str(exc))
+        except UpstreamError as failed:
+            self.response_failed(failed.status, str(failed))
             return
         except Exception:  # a bug must not leave the client waiting for an answer forever
             log.exception("forwarding failed")
@@ -755,17 +757,17 @@ class ClientConnection(asyncio.Protocol):
             except DestinationRefused:
                 transport.abort()
                 raise
-        except DestinationRefused as exc:
-            self._refuse(exc)
+        except DestinationRefused as refused:  # one name per handler (see above)
+            self._refuse(refused)
             return
-        except UpstreamError as exc:
-            self._fail_and_close(exc.status, str(exc))
+        except UpstreamError as failed:
+            self._fail_and_close(failed.status, str(failed))
             return
         except TimeoutError:
             self._fail_and_close(504, "upstream did not accept the connection in time")
             return
-        except OSError as exc:
-            self._fail_and_close(502, f"upstream unreachable ({exc.strerror or exc})")
+        except OSError as error:
+            self._fail_and_close(502, f"upstream unreachable ({error.strerror or error})")
             return
         if self.closed:
             transport.close()
