@@ -107,9 +107,15 @@ class Scenario:
         ])
 
 
+# --journal: the gateways under test use the journal-first ledger (docs/ledger.md), with
+# their `url` store as its index.
+JOURNAL = {"on": False}
+
+
 def gateway_conf(tmp: Path, proxy_port: int, web_port: int, origin: str,
                  ledger_url: str | None = None) -> str:
     ledger_url = ledger_url or f"sqlite:///{tmp}/ledger.db"
+    journal = f'journal = "{tmp}/journal"' if JOURNAL["on"] else ""
     return f"""
 state_dir = "{tmp}/state"
 
@@ -131,6 +137,7 @@ msisdn = "{MSISDN}"
 
 [ledger]
 url = "{ledger_url}"
+{journal}
 
 [web]
 listen = "127.0.0.1:{web_port}"
@@ -388,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="after measuring, py-spy the gateway for 10 s per proxied scenario")
     ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--journal", action="store_true",
+                    help="the gateways use the journal-first ledger ([ledger] journal)")
     args = ap.parse_args(argv)
+    JOURNAL["on"] = args.journal
     rounds = args.rounds or (3 if args.quick else 5)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     if rounds < 3:

@@ -284,9 +284,7 @@ def test_redis_recovers_on_its_own(tmp_path_factory: pytest.TempPathFactory) -> 
         server.stop()
 
 
-def test_memory_store_remembers_a_bounded_number_of_ended_sessions(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(MemoryStore, "_ENDED_MAX", 10)
+def test_memory_store_remembers_a_bounded_number_of_ended_sessions() -> None:
 
     async def body(store: BindingStore) -> None:
         assert isinstance(store, MemoryStore)
@@ -303,7 +301,7 @@ def test_memory_store_remembers_a_bounded_number_of_ended_sessions(
         await store.stop("10.5.0.2", "new", "10.0.0.1", until=time.time() + 60)
         await store.stop("10.5.0.2", "newer", "10.0.0.1", until=time.time() + 60)
         assert set(store._ended) >= {("10.0.0.1", "new"), ("10.0.0.1", "newer")}
-    run(MemoryStore, body)
+    run(lambda: MemoryStore(ended_max=10), body)
 
 
 def test_concurrent_redis_writes_share_round_trips_and_all_land(

@@ -15,6 +15,8 @@ import time
 from itertools import islice
 from types import MappingProxyType
 
+from mypy_extensions import mypyc_attr
+
 from . import Binding
 
 _EXPIRY = struct.Struct("<d")  # expires_at; NaN for "never"
@@ -76,6 +78,12 @@ def _ip_text(key: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(key) == 4 else socket.AF_INET6, key)
 
 
+# Ended sessions remembered (Stop, until the binding would have expired): beyond this many,
+# the oldest are forgotten first (a late Interim is seconds late, not hours).
+ENDED_MAX = 100_000
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests subclass it (a broken store)
 class MemoryStore:
     local = True
 
@@ -83,11 +91,8 @@ class MemoryStore:
     # still holds the very same record object, so a write or delete invalidates it for free.
     _DECODED_MAX = 65536
 
-    # Ended sessions remembered (Stop, until the binding would have expired): beyond this
-    # many, the oldest are forgotten first (a late Interim is seconds late, not hours).
-    _ENDED_MAX = 100_000
-
-    def __init__(self) -> None:
+    def __init__(self, *, ended_max: int = ENDED_MAX) -> None:
+        self._ended_max = ended_max  # a parameter, not a patched class constant (mypyc)
         self._by_ip: dict[bytes, bytes] = {}
         self._decoded: dict[bytes, tuple[bytes, Binding]] = {}
         self._ended: dict[tuple[str, str], float] = {}  # (source, session) -> until
@@ -151,10 +156,10 @@ class MemoryStore:
         return True
 
     async def stop(self, ip: str, session_id: str, source: str, until: float) -> bool:
-        if len(self._ended) >= self._ENDED_MAX:
+        if len(self._ended) >= self._ended_max:
             now = time.time()
             self._ended = {k: t for k, t in self._ended.items() if t > now}
-            excess = len(self._ended) - self._ENDED_MAX // 2  # amortised: trim to half
+            excess = len(self._ended) - self._ended_max // 2  # amortised: trim to half
             for key in list(islice(self._ended, max(0, excess))):
                 del self._ended[key]
         self._ended.pop((source, session_id), None)  # re-insert: newest last
