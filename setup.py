@@ -25,6 +25,11 @@ HOT_MODULES = [
     "src/linewarden/proxy/server.py",
     "src/linewarden/proxy/upstream.py",
     "src/linewarden/proxy/limits.py",
+    # Subclasses of proxy/server.py's ClientConnection: compiled with it (an interpreted
+    # class cannot inherit from a compiled one), and their PROXY-protocol reader.
+    "src/linewarden/proxy/intercept.py",
+    "src/linewarden/proxy/proxied.py",
+    "src/linewarden/proxy/proxyproto.py",
     "src/linewarden/metrics.py",
     "src/linewarden/bindings/memory.py",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 # setup.py's HOT_MODULES, as import names.
 HOT = ["linewarden.decide", "linewarden.http", "linewarden.names", "linewarden.claims",
        "linewarden.proxy.server", "linewarden.proxy.upstream", "linewarden.proxy.limits",
+       "linewarden.proxy.intercept", "linewarden.proxy.proxied", "linewarden.proxy.proxyproto",
        "linewarden.metrics", "linewarden.bindings.memory"]
 
 

@@ -87,7 +87,10 @@ def _imports(module: str) -> set[str]:
     blocks too: a type-only import still says where a module reaches)."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
-    tree = ast.parse(Path(spec.origin).read_text())
+    origin = Path(spec.origin)  # a compiled module's origin is its .so: read the source
+    source = origin if origin.suffix == ".py" else origin.with_name(
+        origin.name.split(".", 1)[0] + ".py")
+    tree = ast.parse(source.read_text())
     package = module if spec.origin.endswith("__init__.py") else module.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(tree):

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple, cast
 
 import httptools
-from mypy_extensions import mypyc_attr
 
 from ..bindings import Binding, BindingStore
 from ..decide import Decision, Destination, RequestHead, Rules, decide
@@ -237,8 +236,6 @@ class Gateway:
             self.pool.sweep(now, self.read_timeout, busy)
 
 
-# proxy/intercept.py and proxy/proxied.py subclass it and are not compiled.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
