@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lwtest import Gateway, Origin, TlsOrigin, start_gateway
+from lwtest import Gateway, Origin, TlsOrigin, chromium_browser, start_gateway
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,3 +85,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, origin: Origin,
         yield gw
     finally:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium with no proxy (a test that browses through the gateway passes
+    `--proxy-server` to `lwtest.chromium_browser` itself)."""
+    with chromium_browser() as browser:
+        yield browser

@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,12 @@ MSISDN_2 = "447400900456"  # bound to 127.0.0.2
 BLOCK = random.Random(20120125).randbytes(1 << 20)
 
 GATEWAY_START_TIMEOUT = 30.0
+
+# Debian's Chromium, driven by Playwright; the flags keep it from calling home during a test.
+CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -491,3 +497,22 @@ def start_gateway(directory: Path, origin_port: int, **options: Any) -> Gateway:
 
     proc, proxy_port, web_port, config = launch_serve(directory, write)
     return Gateway(proc, proxy_port, web_port, directory, config)
+
+
+# ---------------------------------------------------------------- browser
+
+@contextlib.contextmanager
+def chromium_browser(*extra_args: str) -> Iterator[Any]:
+    """A headless Chromium (a Playwright `Browser`) for as long as the block runs."""
+    if not os.access(CHROMIUM, os.X_OK):
+        import pytest
+        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -8,7 +8,6 @@ Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -23,18 +22,14 @@ from canary_support import (
     start_gateway,
 )
 
+from lwtest import chromium_browser
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-# No sandbox: CI runs as root in a container. The rest keeps the browser from talking to
-# anything but the gateway; `<-loopback>` removes Chromium's implicit loopback bypass so
-# even 127.0.0.1 URLs go through the proxy.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--proxy-bypass-list=<-loopback>",
-]
+# `<-loopback>` removes Chromium's implicit loopback bypass so even 127.0.0.1 URLs go
+# through the proxy.
+PROXY_ALL = "--proxy-bypass-list=<-loopback>"
 PHONE_WIDTH, PHONE_HEIGHT = 360, 780
 
 
@@ -49,18 +44,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def chromium(gw: Gateway) -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--proxy-server=http://127.0.0.1:{gw.proxy_port}"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_browser(PROXY_ALL, f"--proxy-server=http://127.0.0.1:{gw.proxy_port}") as b:
+        yield b
 
 
 def _visit(chromium: Browser, url: str, shot: str) -> tuple[Page, str]:

@@ -3,7 +3,6 @@ headless Chromium (Debian's `chromium` package, driven by Playwright)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,16 +16,9 @@ import pytest
 from lwtest import free_port
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    pass
 
 # Debian's package; Playwright's own browser downloads are never used (no `playwright install`).
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-# No sandbox: CI runs as root in a container, where Chromium's sandbox cannot start. The rest
-# keeps the browser from talking to anything but the server under test.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 # A cold Python start plus phonenumbers' metadata import takes ~1 s on a CI runner; 20 s is
@@ -79,19 +71,6 @@ def checker_url() -> Iterator[str]:
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     pytest.fail(f"linewarden checker did not start:\n{stderr}")
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -19,10 +19,6 @@ from lwtest import MSISDN_1, ROOT, Gateway, Origin, start_gateway
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOC_IMAGES = ROOT / "docs" / "images"
 BILLING = "Acme Games: pay by phone bill"
@@ -57,19 +53,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterato
     finally:
         gw.stop()
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def browse(gw: Gateway, host: str) -> None:

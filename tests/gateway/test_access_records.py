@@ -24,10 +24,6 @@ from lwtest import LINEWARDEN, MSISDN_1, MSISDN_2, Gateway, Origin, admin_http, 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 LEDGER_KEY = b"test-ledger-key"  # lwtest.gateway_config's [ledger] key
 ME = f"unix:{pwd.getpwuid(os.getuid()).pw_name}"  # the kernel's name for this test's user
 
@@ -137,19 +133,6 @@ def test_a_reveal_whose_record_cannot_be_written_shows_nothing(gw: Gateway) -> N
     status, _ = reveal(gw, "127.0.0.1", "ticket 4712")
     assert status == 200 and len(access_rows(gw)) == len(before) + 1
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_audit_subscriber_and_me_show_the_access(gw: Gateway, chromium: Browser) -> None:

@@ -5,7 +5,6 @@ beside a real `make run`; everything else is `demo.toml` as shipped."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,6 @@ from lwtest import Gateway, launch_serve
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 DEMO_PROXY, DEMO_WEB = "127.0.0.1:3128", "127.0.0.1:8080"
 
 
@@ -45,19 +40,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     finally:
         gw.stop()
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def partner_sees(page: Page) -> dict[str, str]:

@@ -9,7 +9,6 @@ subscriber 2; its opt-out stops the header on the very next request through the 
 from __future__ import annotations
 
 import http.client
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,6 @@ from lwtest import MSISDN_1, MSISDN_2, Gateway, Origin, start_gateway
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-CHROMIUM = os.environ.get("LINEWARDEN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 HEADER = "x-up-calling-line-id"
 
@@ -43,19 +38,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterato
     finally:
         gw.stop()
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install the Debian package `chromium` (make debs)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def through_gateway(gw: Gateway, origin: Origin, address: str, host: str) -> list[str]:
