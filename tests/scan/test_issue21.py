@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from linewarden.scan.detect import Detector
 from linewarden.scan.files import Source, iter_chunks
 from linewarden.scan.progress import ProgressLine, known_total
 from linewarden.scan.report import FileReport
+from linewarden.scan.scanner import ScanOptions, scan_paths, worker_start_method
 
 from .conftest import run_cli
+from .corpus import build_bytes
 
 LEAK = b'1.2.3.4 - - [10/Oct/2000:13:55:36 +0000] "GET /?msisdn=447400900123 HTTP/1.1" 200 512\n'
 
@@ -188,3 +191,25 @@ def test_progress_goes_to_stderr_only_when_asked_off_a_terminal(tmp_path: Path) 
     assert f"1/1 files, {size / 1e6:,.1f}/{size / 1e6:,.1f} MB (100%)" in err
     assert b"scanning:" not in shown.stdout
     json.loads(shown.stdout)  # stdout stays a clean JSON document
+
+
+def test_workers_from_a_threaded_process_are_spawned_and_agree(tmp_path: Path) -> None:
+    """A process that runs other threads gets "spawn" workers (a fork would copy a lock one
+    of them holds, and the child could wait for it for ever); the reports are the same."""
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"access-{i}.log"
+        p.write_bytes(build_bytes(64 << 10, seed=i))
+        paths.append(str(p))
+    alone = [r.locations for r in scan_paths(paths, ScanOptions(workers=1, locations=True))]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert worker_start_method() == "spawn"
+        pooled = [r.locations for r in scan_paths(paths, ScanOptions(workers=2,
+                                                                      locations=True))]
+    finally:
+        stop.set()
+        other.join()
+    assert pooled == alone and any(alone)

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -224,6 +225,14 @@ def scan_paths(
             next_index += 1
 
 
+def worker_start_method() -> str:
+    """fork: workers inherit the compiled detector's inputs without pickling them. But a fork
+    copies every lock as it stands, and one held by another thread (logging, a client
+    library) stays held in the child for ever; so a caller that runs threads (an embedding
+    application, a test process) gets fresh "spawn" workers instead."""
+    return "fork" if threading.active_count() == 1 else "spawn"
+
+
 def _execute(
     units: list[_Unit], options: ScanOptions, progress: Progress | None
 ) -> Iterator[tuple[_Unit, FileReport, bool]]:
@@ -237,8 +246,7 @@ def _execute(
         for unit in pooled:
             yield unit, worker.run(unit, progress), True
         return
-    # fork: workers inherit the compiled detector's inputs without pickling them.
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(worker_start_method())
     pool = ctx.Pool(min(options.workers, len(pooled)), _init_worker, (options,))
     try:
         for unit, report in pool.imap(_run_unit, pooled):
