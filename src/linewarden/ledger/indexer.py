@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..logs import RepeatLimiter
 from .chain import Signer
 from .journal import JournalRow, Segment, instance_dir, scan_segment, segments
 from .migrations import SchemaError
@@ -62,6 +63,7 @@ class Indexer:
         self.cpu_s = 0.0
         self._stopping = threading.Event()
         self._cursor: tuple[Path, int, int] | None = None  # segment, offset, next seq
+        self._log = RepeatLimiter(log)  # a refused instance is refused at every retry
         self._thread = threading.Thread(target=self._run, name="linewarden-indexer",
                                         daemon=True)
 
@@ -100,20 +102,13 @@ class Indexer:
                     if self._signer is not None:
                         store.checkpoint(self.instance_id, self._signer)
                     break
-            except SchemaError as exc:
-                self.refused = exc  # the writer withholds identity while this stands
-                failing = True
-                self.healthy = False
-                log.error("ledger: indexing '%s' refused: %s", self.instance_id, exc)
-                if store is not None:
-                    store.close()
-                    store = None
-                if stopping:
-                    break
-                self._stopping.wait(RETRY_INTERVAL_S)
-                continue
             except Exception as exc:
-                if not failing:  # once per outage, not once per retry
+                # A refusal (schema, secrets) and an outage end the same way: the store is
+                # reopened after RETRY_INTERVAL_S; only a refusal withholds identity.
+                if isinstance(exc, SchemaError):
+                    self.refused = exc
+                    self._log.error("ledger: indexing '%s' refused: %s", self.instance_id, exc)
+                elif not failing:  # once per outage, not once per retry
                     log.warning("ledger: indexing '%s' failed (%s); the journal keeps every "
                                 "row, retrying every %.0f s", self.instance_id,
                                 type(exc).__name__, RETRY_INTERVAL_S)
@@ -128,6 +123,7 @@ class Indexer:
                 self._stopping.wait(RETRY_INTERVAL_S)
         if store is not None:
             store.close()
+        self._log.settle()
 
     def catch_up(self, store: Store) -> None:
         """Load every synced row past the store's head, batch by batch."""
