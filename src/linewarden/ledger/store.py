@@ -205,11 +205,7 @@ class Store(ABC):
             if rows:
                 self._insert_rows(cur, rows)
             head.seq, head.row_hash = seq, prev
-            if signer is not None and head.seq > head.checkpoint_seq and (
-                    head.seq - head.checkpoint_seq >= policy.every_rows
-                    or now - head.checkpoint_us >= policy.every_seconds * 1_000_000):
-                self._write_checkpoint(cur, signer.checkpoint(instance_id, "periodic",
-                                                              seq, prev, now), head)
+            self._checkpoint_if_due(cur, instance_id, head, signer, policy, now)
             self._save_head(cur, instance_id, head)
         return seq
 
@@ -238,13 +234,18 @@ class Store(ABC):
                 return head.seq
             self._insert_rows(cur, batch)
             head.seq, head.row_hash = seq, prev
-            if signer is not None and (
-                    head.seq - head.checkpoint_seq >= policy.every_rows
-                    or now - head.checkpoint_us >= policy.every_seconds * 1_000_000):
-                self._write_checkpoint(cur, signer.checkpoint(instance_id, "periodic",
-                                                              seq, prev, now), head)
+            self._checkpoint_if_due(cur, instance_id, head, signer, policy, now)
             self._save_head(cur, instance_id, head)
         return seq
+
+    def _checkpoint_if_due(self, cur: Any, instance_id: str, head: _HeadState,
+                           signer: Signer | None, policy: CheckpointPolicy, now: int) -> None:
+        """A periodic checkpoint of the new head, once enough rows or time have passed."""
+        if signer is not None and head.seq > head.checkpoint_seq and (
+                head.seq - head.checkpoint_seq >= policy.every_rows
+                or now - head.checkpoint_us >= policy.every_seconds * 1_000_000):
+            self._write_checkpoint(cur, signer.checkpoint(instance_id, "periodic", head.seq,
+                                                          head.row_hash, now), head)
 
     def checkpoint(self, instance_id: str, signer: Signer,
                    kind: CheckpointKind = "close") -> Checkpoint | None:
